@@ -1,0 +1,45 @@
+# make run / make test do all their own set-up on a fresh Debian machine with Python 3.11:
+# a .venv in this folder, reinstalled only when pyproject.toml changes.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: run test lint bench clean docker-ready
+
+run: $(STAMP)
+	$(BIN)/matrix run --backend local
+
+test: $(STAMP) docker-ready
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q
+
+# The container tests need an engine and the locally built Debian base image (no registry).
+docker-ready:
+	dockerfiles/base/ensure-docker.sh
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+bench: $(STAMP)
+	$(BIN)/python bench/harness_overhead.py
+
+# Debian's python3 ships without ensurepip until python3-venv is installed; a failed attempt
+# leaves a venv without pip behind, so it is removed before trying again.
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV) || { \
+	  echo "make: installing python3-venv (python3 -m venv needs it on Debian)" >&2; \
+	  rm -rf $(VENV); \
+	  $(SUDO) apt-get update && $(SUDO) apt-get install -y python3-venv && \
+	  $(PYTHON) -m venv $(VENV); }
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -e '.[tf,test]'
+	touch $@
+
+# Keeps .venv (TensorFlow is a large download) and results/ (measurements); remove those by hand.
+clean:
+	rm -rf build .pytest_cache .ruff_cache *.egg-info
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +

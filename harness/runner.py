@@ -1,0 +1,391 @@
+"""Parent process of a harness run: save every artifact, then time loads in interleaved rounds.
+
+The parent never imports TensorFlow. It owns everything that must happen *between* processes:
+putting each artifact into the cache state a trial claims and proving it with mincore, shuffling
+trial order per round, and writing one record per event so a killed run keeps what it finished.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness import __version__, cache, envinfo
+from harness.catalog import ModelSpec, parse_model
+from harness.formats import FORMATS, artifacts_for
+from harness.records import RecordWriter, append_event, utc_now
+from harness.save_worker import ABORT_ENV
+
+SAVE_TIMEOUT_S = 3600
+TRIAL_TIMEOUT_S = 900
+STDERR_TAIL_LINES = 6
+COLD_REFUSED = ("dropping the whole page cache needs root with a writable /proc/sys: run as "
+                "root; in a container, run `matrix` as root on the Docker host (it drops the "
+                "cache on request) or pass --allow-cache-drop (--cap-add SYS_ADMIN "
+                "--security-opt systempaths=unconfined); otherwise use cache mode cold-model")
+
+
+@dataclass
+class Options:
+    """What to run; mirrors the `python -m harness run` flags."""
+
+    out: str
+    run_id: str
+    env_id: str
+    models: list[str]
+    formats: list[str]
+    cache_modes: list[str]
+    repeats: int = 3
+    warmup: int = 1
+    inference_runs: int = 10
+    process: str = "fresh"  # fresh | reused | both
+    seed: int = 1234
+    weights: str = "none"
+    work: str = ""
+
+
+@dataclass
+class Saved:
+    """Outcome of saving one artifact of one model."""
+
+    status: str  # ok | unsupported | error
+    reason: str = ""
+    path: str = ""
+    reference: str = ""
+    save_s: float | None = None
+    files: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ModelArtifacts:
+    spec: ModelSpec
+    params: int | None = None
+    input: str = ""
+    saved: dict[str, Saved] = field(default_factory=dict)
+
+
+def _child_env() -> dict[str, str]:
+    """Children find this harness even when it is not installed, and log less noise."""
+    env = dict(os.environ)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    return env
+
+
+def _tail(text: str) -> str:
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    return " | ".join(lines[-STDERR_TAIL_LINES:])
+
+
+def _death(returncode: int) -> str:
+    if returncode < 0:
+        import signal
+
+        return f"process killed by {signal.Signals(-returncode).name}"
+    return f"process exited with code {returncode}"
+
+
+class Run:
+    """One harness run in one environment."""
+
+    def __init__(self, opts: Options) -> None:
+        self.opts = opts
+        self.work = opts.work or os.path.join(opts.out, "artifacts", opts.env_id)
+        self.writer = RecordWriter(os.path.join(opts.out, f"{opts.env_id}.jsonl"),
+                                   opts.run_id, opts.env_id)
+        self.drop_via = _drop_route()
+        self._import_libs: dict[str, list[str]] = {}
+
+    # ---- plan & environment ------------------------------------------------------------------
+
+    def _fresh_cells(self) -> int:
+        o = self.opts
+        return len(o.models) * len(o.formats) * len(o.cache_modes)
+
+    def _rounds(self) -> int:
+        return self.opts.warmup + self.opts.repeats
+
+    def planned_trials(self) -> int:
+        o = self.opts
+        fresh = self._fresh_cells() * self._rounds() if o.process in ("fresh", "both") else 0
+        reused = len(o.models) * len(o.formats) * self._rounds() if o.process != "fresh" else 0
+        return fresh + reused
+
+    def write_plan(self) -> None:
+        o = self.opts
+        self.writer.write("plan", models=o.models, formats=o.formats, cache_modes=o.cache_modes,
+                          repeats=o.repeats, warmup=o.warmup, inference_runs=o.inference_runs,
+                          process=o.process, seed=o.seed, weights=o.weights,
+                          trials_planned=self.planned_trials())
+
+    def write_environment(self) -> bool:
+        """Probe TensorFlow in a child; a broken environment is a failure record, not a crash."""
+        proc = subprocess.run([sys.executable, "-m", "harness.probe"], capture_output=True,
+                              text=True, env=_child_env(), timeout=600)
+        if proc.returncode != 0:
+            self.writer.write("failure", scope="environment",
+                              reason=f"TensorFlow does not import: {_tail(proc.stderr)}")
+            return False
+        self.writer.write("environment", tool_version=__version__, started=utc_now(),
+                          drop_caches_allowed=self.drop_via == "local",
+                          drop_caches_via=self.drop_via, **envinfo.machine(),
+                          **json.loads(proc.stdout))
+        return True
+
+    # ---- saving ------------------------------------------------------------------------------
+
+    def save_model(self, spec: ModelSpec) -> ModelArtifacts:
+        """Save every needed artifact, restarting the worker past any artifact that kills it."""
+        result = ModelArtifacts(spec=spec)
+        folder = os.path.join(self.work, spec.slug)
+        os.makedirs(folder, exist_ok=True)
+        pending = artifacts_for(self.opts.formats)
+        generation = 0
+        while pending:
+            events = self._save_generation(spec, folder, pending, generation)
+            for event in events:
+                kind = event["event"]
+                if kind == "model":
+                    result.params, result.input = event["params"], event["input"]
+                elif kind == "model_error":
+                    return self._model_failed(result, event["reason"])
+                elif kind == "saved":
+                    result.saved[event["artifact"]] = Saved(
+                        "ok", path=event["path"], reference=event["reference"],
+                        save_s=event["save_s"], files=cache.files_of(event["path"]))
+                elif kind in ("unsupported", "error"):
+                    result.saved[event["artifact"]] = Saved(kind, reason=event["reason"])
+            if result.params is None:
+                return self._model_failed(result, events[-1]["reason"] if events else
+                                          "the save worker died before building the model")
+            pending = [a for a in pending if a not in result.saved]
+            generation += 1
+        return result
+
+    def _save_generation(self, spec: ModelSpec, folder: str, pending: list[str],
+                         generation: int) -> list[dict[str, Any]]:
+        """Run one save worker; if it dies, blame the artifact it had started."""
+        events_path = os.path.join(folder, f"events-{generation}.jsonl")
+        spec_path = os.path.join(folder, f"save-{generation}.json")
+        with open(spec_path, "w") as handle:
+            json.dump({"model": spec.__dict__, "weights": self.opts.weights,
+                       "artifacts": pending, "folder": folder, "events": events_path,
+                       "generation": generation}, handle)
+        try:
+            proc = subprocess.run([sys.executable, "-m", "harness.save_worker", spec_path],
+                                  capture_output=True, text=True, env=_child_env(),
+                                  timeout=SAVE_TIMEOUT_S)
+            returncode, stderr = proc.returncode, proc.stderr
+        except subprocess.TimeoutExpired as exc:
+            returncode, stderr = -9, f"timed out after {SAVE_TIMEOUT_S} s {exc.stderr or ''}"
+        events = _read_events(events_path)
+        done = {e.get("artifact") for e in events if e["event"] != "start"}
+        started = [e["artifact"] for e in events if e["event"] == "start"]
+        if returncode != 0:
+            reason = f"{_death(returncode)}: {_tail(stderr)}"
+            culprit = next((a for a in reversed(started) if a not in done), None)
+            if culprit:
+                append_event(events_path, event="error", artifact=culprit, reason=reason)
+            elif not any(e["event"] == "model" for e in events):
+                append_event(events_path, event="model_error", reason=reason)
+            else:  # died between artifacts: charge the next one so the loop always advances
+                nxt = next(a for a in pending if a not in done)
+                append_event(events_path, event="error", artifact=nxt, reason=reason)
+            events = _read_events(events_path)
+        return events
+
+    def _model_failed(self, result: ModelArtifacts, reason: str) -> ModelArtifacts:
+        self.writer.write("failure", scope="model", model=result.spec.slug, reason=reason)
+        for name in artifacts_for(self.opts.formats):
+            result.saved[name] = Saved("error", reason=f"model could not be built: {reason}")
+        return result
+
+    def write_artifact_records(self, arts: ModelArtifacts) -> None:
+        for fmt in self.opts.formats:
+            saved = arts.saved[FORMATS[fmt].artifact]
+            fields: dict[str, Any] = {"cell_id": f"{self.opts.env_id}/{arts.spec.slug}/{fmt}",
+                                      "model": arts.spec.slug, "format": fmt,
+                                      "status": saved.status, "params": arts.params}
+            if saved.status != "ok":
+                self.writer.write("artifact", reason=saved.reason, **fields)
+                continue
+            sizes = [os.path.getsize(f) for f in saved.files]
+            floor, _ = cache.io_floor(saved.files)
+            self.writer.write("artifact", path=saved.path, bytes=sum(sizes), files=len(sizes),
+                              largest_file_bytes=max(sizes, default=0), save_s=saved.save_s,
+                              io_floor_s=floor, storage=envinfo.storage_of(saved.path),
+                              **fields)
+
+    # ---- trials ------------------------------------------------------------------------------
+
+    def _libs(self, target: str) -> list[str]:
+        """The runtime's own large shared libraries, whose residency shows a cold import."""
+        package = "ai_edge_litert" if target == "tflite" else "tensorflow"
+        if package not in self._import_libs:
+            import importlib.util
+
+            spec = importlib.util.find_spec(package)
+            roots = list(spec.submodule_search_locations or []) if spec else []
+            libs = [f for root in roots for f in cache.files_of(root)
+                    if ".so" in os.path.basename(f) and os.path.getsize(f) > 1 << 20]
+            self._import_libs[package] = libs
+        return self._import_libs[package]
+
+    def _prepare_cache(self, mode: str, files: list[str]) -> tuple[str, float, str]:
+        """Put the artifact in the claimed cache state and prove it.
+
+        Returns (eviction method, resident fraction, reason the trial is invalid or "").
+        """
+        if mode == "cold" and self.drop_via == "host":
+            cache.request_host_drop(os.environ[cache.HOST_DROP_ENV])
+            method = "host-drop_caches"
+        elif mode == "cold":
+            cache.drop_all_caches()
+            method = "drop_caches"
+        elif mode == "cold-model":
+            cache.evict(files)
+            method = "fadvise"
+        else:
+            cache.read_all(files)
+            method = "read"
+        resident = cache.residency(files)
+        if mode != "warm" and resident > cache.COLD_MAX_RESIDENT:
+            return method, resident, f"eviction did not take: {resident:.1%} of it resident"
+        if mode == "warm" and resident < cache.WARM_MIN_RESIDENT:
+            return method, resident, f"warm read did not stay cached: {resident:.1%} resident"
+        return method, resident, ""
+
+    def _spawn_trial(self, fmt: str, saved: Saved, inputs: str, loads: int) -> dict[str, Any]:
+        with tempfile.TemporaryDirectory(prefix="trial-") as tmp:
+            result_path = os.path.join(tmp, "result.json")
+            argv = [sys.executable, "-m", "harness.trial_worker", "--format", fmt,
+                    "--artifact", saved.path, "--input", inputs, "--reference", saved.reference,
+                    "--inference-runs", str(self.opts.inference_runs), "--loads", str(loads),
+                    "--result", result_path]
+            env = _child_env()
+            env.pop(ABORT_ENV, None)
+            try:
+                proc = subprocess.run(argv, capture_output=True, text=True, env=env,
+                                      timeout=TRIAL_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                return {"error": f"trial timed out after {TRIAL_TIMEOUT_S} s"}
+            if os.path.exists(result_path):
+                with open(result_path) as handle:
+                    return json.load(handle)
+            return {"error": f"{_death(proc.returncode)}: {_tail(proc.stderr)}"}
+
+    def trial(self, arts: ModelArtifacts, fmt: str, mode: str, rnd: int, order: int,
+              process: str = "fresh") -> None:
+        """Prepare the cache, run one trial process, write its record(s)."""
+        saved = arts.saved[FORMATS[fmt].artifact]
+        target = FORMATS[fmt].import_target
+        suffix = "reused" if process == "reused" else mode
+        base = {"cell_id": f"{self.opts.env_id}/{arts.spec.slug}/{fmt}/{suffix}",
+                "model": arts.spec.slug, "format": fmt, "cache_mode": mode, "process": process,
+                "round": rnd, "order": order, "import_target": target}
+        loads = self._rounds() if process == "reused" else 1
+        phase = "warmup" if rnd < self.opts.warmup else "measure"
+        method, resident, invalid = self._prepare_cache(mode, saved.files)
+        libs_resident = cache.residency(self._libs(target))
+        if mode == "cold" and libs_resident > cache.COLD_MAX_RESIDENT and not invalid:
+            invalid = (f"the import was not cold: {libs_resident:.1%} of the runtime's "
+                       "libraries stayed cached (another process has them mapped)")
+        base.update(eviction=method, resident_before=resident,
+                    import_libs_resident_before=libs_resident)
+        result = self._spawn_trial(fmt, saved, arts.input, loads)
+        common = {k: result.get(k) for k in ("import_s", "peak_rss_mb", "tflite_runtime")}
+        if "error" in result:
+            self.writer.write("trial", status="error", reason=result["error"], phase=phase,
+                              **base, **common)
+            return
+        for index, load in enumerate(result["loads"]):
+            if process == "reused":
+                phase = "warmup" if index < self.opts.warmup else "measure"
+            status = "invalid" if invalid else "ok"
+            extra = {"reason": invalid} if invalid else {}
+            self.writer.write("trial", status=status, phase=phase, load_index=index,
+                              **base, **common, **load, **extra)
+
+    def not_runnable(self, arts: ModelArtifacts, fmt: str, mode: str) -> tuple[str, str] | None:
+        """(status, reason) when a cell cannot be timed at all; it then gets one record."""
+        saved = arts.saved[FORMATS[fmt].artifact]
+        if saved.status != "ok":
+            return saved.status, saved.reason
+        if mode == "cold" and not self.drop_via:
+            return "unsupported", COLD_REFUSED
+        return None
+
+    def run_trials(self, all_arts: list[ModelArtifacts]) -> None:
+        o = self.opts
+        cells, blocked = [], []
+        for arts in all_arts:
+            for fmt in o.formats:
+                for mode in o.cache_modes:
+                    verdict = self.not_runnable(arts, fmt, mode)
+                    (blocked if verdict else cells).append((arts, fmt, mode, verdict))
+        reused = [(a, f) for a in all_arts for f in o.formats
+                  if self.not_runnable(a, f, "warm") is None] if o.process != "fresh" else []
+        fresh = o.process in ("fresh", "both")
+        self.writer.write("schedule", trials_scheduled=len(blocked) * fresh
+                          + len(cells) * self._rounds() * fresh
+                          + len(reused) * self._rounds())
+        for arts, fmt, mode, (status, reason) in blocked if fresh else []:
+            self.writer.write("trial", cell_id=f"{o.env_id}/{arts.spec.slug}/{fmt}/{mode}",
+                              model=arts.spec.slug, format=fmt, cache_mode=mode,
+                              process="fresh", phase="measure", status=status, reason=reason)
+        for rnd in range(self._rounds()) if fresh else []:
+            order = list(cells)
+            random.Random(f"{o.seed}-{rnd}").shuffle(order)
+            for position, (arts, fmt, mode, _) in enumerate(order):
+                self.trial(arts, fmt, mode, rnd, position)
+        for position, (arts, fmt) in enumerate(reused):
+            self.trial(arts, fmt, "warm", 0, position, process="reused")
+
+    # ---- whole run ---------------------------------------------------------------------------
+
+    def execute(self) -> int:
+        began = time.perf_counter()
+        self.write_plan()
+        if not self.write_environment():
+            self.writer.close()
+            return 1
+        all_arts = []
+        for name in self.opts.models:
+            arts = self.save_model(parse_model(name))
+            self.write_artifact_records(arts)
+            all_arts.append(arts)
+        self.run_trials(all_arts)
+        self.writer.write("done", trials_written=self.writer.trials_written,
+                          elapsed_s=round(time.perf_counter() - began, 3))
+        self.writer.close()
+        return 0
+
+
+def _drop_route() -> str | None:
+    """Who drops the page cache for `cold` trials: this process, the host on request, or nobody."""
+    if cache.drop_caches_allowed():
+        return "local"
+    if os.environ.get(cache.HOST_DROP_ENV):
+        return "host"
+    return None
+
+
+def _read_events(path: str) -> list[dict[str, Any]]:
+    if not os.path.exists(path):
+        return []
+    events = []
+    with open(path) as handle:
+        for line in handle:
+            try:
+                events.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a line cut by the worker's death
+    return events

@@ -1,0 +1,82 @@
+"""Import the ML runtime a loader needs, and say which Keras / TFLite implementation it is.
+
+Called by child processes only, and only after their import clock has started. Which runtime
+is imported is part of what is measured: a TFLite deployment imports LiteRT, not TensorFlow.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass
+from typing import Any
+
+_LEGACY_KERAS_VALUES = ("1", "true", "True")
+
+
+@dataclass
+class Runtime:
+    """Handles on the imported modules, plus the facts the format rules depend on."""
+
+    tf: Any = None
+    keras: Any = None
+    keras_impl: str = ""  # keras2 (TF <= 2.15), keras3, tf-keras (TF >= 2.16 legacy mode)
+    tf_version: tuple[int, int] = (0, 0)
+    interpreter: Any = None  # a TFLite Interpreter class
+    tflite_runtime: str = ""
+
+    @property
+    def keras3(self) -> bool:
+        return self.keras_impl == "keras3"
+
+
+def version_tuple(version: str) -> tuple[int, int]:
+    """'2.16.0-rc1' -> (2, 16)."""
+    major, minor = version.split(".")[:2]
+    return int(major), int("".join(ch for ch in minor if ch.isdigit()) or 0)
+
+
+def import_tensorflow(with_keras: bool = True) -> Runtime:
+    """`import tensorflow` and, when the loader needs it, resolve `tf.keras` (lazy in Keras 3)."""
+    import tensorflow as tf
+
+    rt = Runtime(tf=tf, tf_version=version_tuple(tf.__version__))
+    if rt.tf_version < (2, 16):
+        rt.keras_impl = "keras2"
+    elif os.environ.get("TF_USE_LEGACY_KERAS") in _LEGACY_KERAS_VALUES:
+        rt.keras_impl = "tf-keras"
+    else:
+        rt.keras_impl = "keras3"
+    if with_keras:
+        rt.keras = tf.keras
+        rt.keras.models  # noqa: B018 - touching it finishes Keras 3's lazy import inside the clock
+    rt.interpreter = tf.lite.Interpreter
+    rt.tflite_runtime = "tf.lite"
+    return rt
+
+
+def import_tflite() -> Runtime:
+    """LiteRT's interpreter where installed (tf.lite.Interpreter is deprecated), else TF's."""
+    if importlib.util.find_spec("ai_edge_litert") is not None:
+        from ai_edge_litert.interpreter import Interpreter
+
+        return Runtime(interpreter=Interpreter, tflite_runtime=_litert_version())
+    rt = import_tensorflow(with_keras=False)
+    return rt
+
+
+def _litert_version() -> str:
+    from importlib import metadata
+
+    return f"ai-edge-litert {metadata.version('ai-edge-litert')}"
+
+
+def tflite_runtime_name() -> str:
+    """What `import_tflite` would use, without importing anything heavy."""
+    if importlib.util.find_spec("ai_edge_litert") is not None:
+        return _litert_version()
+    return "tf.lite"
+
+
+def keras_version(rt: Runtime) -> str:
+    return str(getattr(rt.keras, "__version__", "") or "")

@@ -1,0 +1,5 @@
+"""`python -m matrix` does what the `matrix` console script does."""
+
+from matrix.cli import app
+
+app(prog_name="matrix")

@@ -1,0 +1,48 @@
+"""The local backend: run the harness with this very interpreter and its own TensorFlow.
+
+No image and no copy of the code: `sys.executable -m harness` sees the installed `harness`
+package, so what is measured is exactly the TensorFlow that `pip` put next to `matrix`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from typing import IO
+
+from harness.envinfo import local_env_id
+from matrix.errors import EnvironmentFailure
+from matrix.plan import RunPlan
+
+
+class LocalBackend:
+    """Measure the interpreter running `matrix`."""
+
+    name = "local"
+
+    def check(self) -> None:
+        """Fail fast, before a results folder exists, if TensorFlow is not installed here.
+
+        `find_spec` locates the package without importing it: importing TensorFlow here would
+        load its libraries into the page cache and warm the very import the harness times.
+        """
+        if importlib.util.find_spec("tensorflow") is None:
+            raise EnvironmentFailure(
+                f"--backend local: TensorFlow is not installed for {sys.executable}; "
+                "install it with pip install 'tf-load-matrix[tf]', or use `make run` in a clone"
+            )
+
+    def env_id(self) -> str:
+        return local_env_id()
+
+    def launch(self, plan: RunPlan, env_id: str, log: IO[bytes]) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "harness", *plan.harness_args(env_id)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def serve(self, plan: RunPlan, env_id: str) -> None:
+        """The local harness drops caches itself (or records why it cannot)."""

@@ -1,0 +1,272 @@
+"""The matrix to measure: which models, formats and cache modes, and how many trials of each.
+
+A matrix is built from three layers, later ones winning: the built-in default
+(`matrix/default.yaml`, shipped in the package so `matrix run` works from any folder), one YAML
+file (`--config FILE`, else `./matrix.yaml`), then command-line flags. The layers are merged as
+plain dicts and validated once, so a flag is checked exactly like the same key in a file, and an
+error can still say which layer the bad value came from.
+
+Names (models, formats, cache modes) are validated by `harness.catalog`, the one list the harness
+also uses, so the orchestrator can never accept a name the harness would reject. The environment
+axes (tf, python, device, keras) are validated against `matrix/compat.yaml` the same way, and
+version strings against strict patterns, because they end up in Dockerfiles.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Mapping
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic_core import ErrorDetails
+
+from harness.catalog import CACHE_MODES, FORMATS, check_choices, parse_model
+from matrix.compat import PYTHON_VERSION, load_table, minor_of
+from matrix.errors import ConfigError
+
+CONFIG_FILE_NAME = "matrix.yaml"
+BUILTIN_LABEL = "built-in default"
+_ALL = {"formats": FORMATS, "cache": CACHE_MODES}  # keys where the word `all` means every name
+_LISTS = ("models", "formats", "cache", "tf", "python", "device", "keras", "only", "skip")
+_VERSIONS = ("tf", "python")  # YAML reads an unquoted 2.10 as the number 2.1: refuse numbers
+_FLAGS = {"python": "py"}  # a field whose flag is not --<field-name>
+# What a FROM line may contain: registry[:port]/name[:tag][@digest], nothing a shell would parse.
+_IMAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@-]{0,254}$")
+
+
+def _builtin(key: str, **constraints: Any) -> Any:
+    """A field whose default is default.yaml's value, so code can build a MatrixConfig without
+    naming every axis while the default is still written in one place (and validated)."""
+    return Field(
+        default_factory=lambda: _builtin_layer()[key], validate_default=True, **constraints
+    )
+
+
+class MatrixConfig(BaseModel):
+    """One validated matrix. Defaults live in default.yaml only (the axes read theirs from it)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    models: tuple[str, ...] = Field(min_length=1)
+    formats: tuple[str, ...] = Field(min_length=1)
+    cache: tuple[str, ...] = Field(min_length=1)
+    repeats: int = Field(ge=1, strict=True)
+    warmup: int = Field(ge=0, strict=True)
+    inference_runs: int = Field(ge=1, strict=True)
+    process: Literal["fresh", "reused", "both"]
+    seed: int = Field(ge=0, strict=True)
+    weights: Literal["none", "imagenet"]
+    results_dir: Path
+    # The environment axes: one environment per tf x python x device x keras that can exist.
+    tf: tuple[str, ...] = _builtin("tf", min_length=1)
+    python: tuple[str, ...] = _builtin("python", min_length=1)
+    device: tuple[Literal["cpu", "gpu"], ...] = _builtin("device", min_length=1)
+    keras: tuple[Literal["default", "legacy"], ...] = _builtin("keras", min_length=1)
+    base_images: dict[str, str] = _builtin("base_images")
+    only: tuple[str, ...] = _builtin("only")
+    skip: tuple[str, ...] = _builtin("skip")
+    backend: Literal["local", "docker", "auto"] = _builtin("backend")
+
+    @field_validator(*_LISTS, mode="before")
+    @classmethod
+    def _split_lists(cls, value: Any, info: ValidationInfo) -> Any:
+        """Accept `a,b` as well as a YAML list, so the same text works in a file and on a flag."""
+        if info.field_name in _VERSIONS:
+            _refuse_numbers(value if isinstance(value, (list, tuple)) else [value])
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if value == ["all"] and info.field_name in _ALL:
+            return _ALL[info.field_name]
+        return value
+
+    @field_validator("tf")
+    @classmethod
+    def _known_tf(cls, specs: tuple[str, ...]) -> tuple[str, ...]:
+        """Every version must exist in compat.yaml; one per minor, as ids name only the minor."""
+        table = load_table()
+        seen: dict[str, str] = {}
+        for spec in specs:
+            table.resolve(spec)  # raises the one-line error naming the choices
+            other = seen.setdefault(minor_of(spec), spec)
+            if other != spec:
+                raise ValueError(
+                    f"{other} and {spec} are the same minor; environment ids "
+                    f"(tf{minor_of(spec)}-…) name one release per minor"
+                )
+        return tuple(dict.fromkeys(specs))  # `2.15,2.15` is one cell, not two
+
+    @field_validator("python")
+    @classmethod
+    def _python_versions(cls, values: tuple[str, ...]) -> tuple[str, ...]:
+        for value in values:
+            _check_python(value, allow_auto=True)
+        return values
+
+    @field_validator("base_images", mode="before")
+    @classmethod
+    def _base_images(cls, images: Any) -> Any:
+        if isinstance(images, dict):
+            _refuse_numbers(list(images))
+            for python, image in images.items():
+                _check_python(python, allow_auto=False)
+                if not isinstance(image, str) or not _IMAGE.fullmatch(image):
+                    raise ValueError(
+                        f"{python}: invalid image {image!r}; use a name like "
+                        f"registry.example:5000/python:3.11-slim (letters, digits, . _ / : @ -)"
+                    )
+        return images
+
+    @field_validator("models")
+    @classmethod
+    def _known_models(cls, names: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(parse_model(name).name for name in names)
+
+    @field_validator("formats")
+    @classmethod
+    def _known_formats(cls, names: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(check_choices("format", list(names), FORMATS))
+
+    @field_validator("cache")
+    @classmethod
+    def _known_cache_modes(cls, names: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(check_choices("cache mode", list(names), CACHE_MODES))
+
+    @field_validator("results_dir")
+    @classmethod
+    def _expand_home(cls, path: Path) -> Path:
+        return path.expanduser()
+
+
+def _refuse_numbers(values: list[Any]) -> None:
+    for value in values:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            raise ValueError(
+                f"write versions in quotes, e.g. '{value}': YAML reads an unquoted 2.10 "
+                f"as the number 2.1"
+            )
+
+
+def _check_python(value: Any, allow_auto: bool) -> None:
+    valid = isinstance(value, str) and (
+        PYTHON_VERSION.fullmatch(value) is not None or (allow_auto and value == "auto")
+    )
+    if not valid:
+        choices = "3.X (e.g. 3.11) or auto" if allow_auto else "3.X (e.g. 3.11)"
+        raise ValueError(f"invalid Python version {value!r}; write {choices}")
+
+
+def find_config_file(explicit: Path | None) -> Path | None:
+    """`--config FILE` if given, else ./matrix.yaml if present, else None (the built-in)."""
+    if explicit is not None:
+        if not explicit.is_file():
+            raise ConfigError(f"--config: {explicit}: no such file")
+        return explicit
+    local = Path(CONFIG_FILE_NAME)
+    return local if local.is_file() else None
+
+
+def load_config(
+    config_file: Path | None = None, overrides: Mapping[str, Any] | None = None
+) -> MatrixConfig:
+    """Merge built-in default, file and flag overrides (field name → value), then validate.
+
+    A key replaces the one below it whole, maps included: a file that lists base_images lists
+    every image the site has, and a Python left out is skipped rather than pulled from a registry.
+    """
+    layers = [(BUILTIN_LABEL, _builtin_layer())]
+    if config_file is not None:
+        layers.append((str(config_file), _read_yaml(str(config_file), _read_text(config_file))))
+    layers.append(("", dict(overrides or {})))  # "" marks the command line
+    merged: dict[Any, Any] = {}
+    for _, data in layers:
+        merged.update(data)
+    try:
+        return MatrixConfig.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(_one_line(exc.errors()[0], layers)) from None
+
+
+@lru_cache(maxsize=1)
+def _builtin_layer() -> dict[Any, Any]:
+    """default.yaml, parsed once. Callers never mutate it: load_config merges into a new dict."""
+    text = resources.files("matrix").joinpath("default.yaml").read_text(encoding="utf-8")
+    return _read_yaml(BUILTIN_LABEL, text)
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigError(f"{path}: cannot read: {reason}") from None
+
+
+def _read_yaml(label: str, text: str) -> dict[Any, Any]:
+    """Parse one layer; a syntax error names the file and line, as an editor would."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{label}:{mark.line + 1}" if mark is not None else label
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{where}: invalid YAML: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{label}: expected a mapping of keys such as models, formats, repeats "
+            f"(got a {type(data).__name__})"
+        )
+    return data
+
+
+def _one_line(error: ErrorDetails, layers: list[tuple[str, dict[Any, Any]]]) -> str:
+    """`file: key: problem` for a file value, `--flag: problem` for a command-line value."""
+    loc = error["loc"]
+    key = loc[0] if loc else ""
+    source = next((label for label, data in reversed(layers) if key in data), BUILTIN_LABEL)
+    if source == "":
+        flag = _FLAGS.get(str(key), str(key).replace("_", "-"))
+        return f"--{flag}: {_describe(error)}"
+    path = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc)
+    return f"{source}: {path.lstrip('.')}: {_describe(error)}"
+
+
+def _describe(error: ErrorDetails) -> str:
+    """Turn a pydantic error into the words a user needs: the rule, the allowed values, the got."""
+    kind, ctx, got = error["type"], error.get("ctx", {}), error.get("input")
+    if kind == "extra_forbidden":
+        fields = list(MatrixConfig.model_fields)
+        close = difflib.get_close_matches(str(error["loc"][0]), fields, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        return f"unknown key{hint}; valid keys are {', '.join(fields)}"
+    if kind == "value_error":
+        return str(ctx["error"])  # a CatalogError: already names the value and the choices
+    if kind in ("greater_than_equal", "greater_than"):
+        op = ">=" if kind == "greater_than_equal" else ">"
+        return f"must be {op} {ctx.get('ge', ctx.get('gt'))} (got {got!r})"
+    if kind == "literal_error":
+        return f"must be {ctx['expected']} (got {got!r})"
+    if kind.startswith("int_"):
+        return f"must be a whole number (got {got!r})"
+    if kind == "too_short":
+        choices = _ALL.get(str(error["loc"][0]))
+        return f"name at least one of all, {', '.join(choices)}" if choices else "name at least one"
+    if kind == "string_type":
+        return f"must be a name (got {got!r})"
+    if kind in ("tuple_type", "list_type"):
+        return f"must be a list or a comma-separated string (got {got!r})"
+    return f"{error['msg']} (got {got!r})"

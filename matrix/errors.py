@@ -1,0 +1,38 @@
+"""Exit codes and the errors that carry them.
+
+A CI job gates on the exit code, so each kind of failure has its own (cibuildwheel's lesson, and
+asv's #296/#884: a tool that exits 0 on failure cannot gate anything). The messages are one line
+and say how to fix the problem; the CLI prints them without a traceback.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """What `matrix run` exits with; documented in `matrix run --help` and the README."""
+
+    OK = 0
+    CELLS_FAILED = 1  # the run finished, but some cell has status `error` (records are written)
+    CONFIG_ERROR = 2  # bad matrix.yaml or flag: nothing was run
+    ENVIRONMENT_ERROR = 3  # the backend could not run the harness at all (e.g. no TensorFlow)
+    INTERRUPTED = 130  # Ctrl-C: records written so far are kept (128 + SIGINT, as shells do)
+
+
+class MatrixError(Exception):
+    """An expected failure with a one-line, user-facing message and an exit code."""
+
+    exit_code: ExitCode = ExitCode.CONFIG_ERROR
+
+
+class ConfigError(MatrixError):
+    """The matrix or a flag is invalid; the message names the file or flag, key and fix."""
+
+    exit_code = ExitCode.CONFIG_ERROR
+
+
+class EnvironmentFailure(MatrixError):
+    """The chosen backend cannot run the harness (missing TensorFlow, harness crashed)."""
+
+    exit_code = ExitCode.ENVIRONMENT_ERROR

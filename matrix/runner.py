@@ -1,0 +1,80 @@
+"""Run one plan on one backend: start the harness, show progress, stop it cleanly on Ctrl-C.
+
+The harness's own output (TensorFlow is noisy) goes to `<run_dir>/<env_id>.log`, never to the
+terminal, which belongs to the progress bar; when the harness fails, the CLI shows the log's
+last lines from there.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+
+from matrix.backends import Backend, RunningHarness
+from matrix.plan import RunPlan
+from matrix.progress import RunProgress
+from matrix.records import JsonlTail
+
+POLL_S = 0.25  # how often the records file is re-read; cheap, and the bar still feels live
+STOP_GRACE_S = 15.0  # time the harness gets to finish its current record after Ctrl-C
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """How the harness ended and where its files are."""
+
+    records_file: Path
+    log_file: Path
+    returncode: int
+    interrupted: bool
+
+
+def execute(plan: RunPlan, backend: Backend, env_id: str, console: Console) -> RunOutcome:
+    """Run the harness to the end (or to Ctrl-C), feeding its records to the progress view."""
+    plan.run_dir.mkdir(parents=True, exist_ok=True)
+    records_file = plan.run_dir / f"{env_id}.jsonl"
+    log_file = plan.run_dir / f"{env_id}.log"
+    tail = JsonlTail(records_file)
+    interrupted = False
+    with log_file.open("wb") as log, RunProgress(console) as progress, \
+            backend.launch(plan, env_id, log) as harness:
+        try:
+            while (returncode := harness.poll()) is None:
+                backend.serve(plan, env_id)
+                progress.update(tail.read_new())
+                time.sleep(POLL_S)
+        except KeyboardInterrupt:
+            interrupted = True
+            returncode = _stop(harness)
+        progress.update(tail.read_new())
+    return RunOutcome(records_file, log_file, returncode, interrupted)
+
+
+def _stop(harness: RunningHarness) -> int:
+    """Let the harness finish the record it is writing, then make sure it is gone.
+
+    Ctrl-C already reached the harness (it shares our process group), so first just wait; then
+    terminate, then kill. Another Ctrl-C skips straight to the next step.
+    """
+    for escalate in (None, harness.terminate, harness.kill):
+        if escalate is not None:
+            escalate()
+        try:
+            return harness.wait(timeout=STOP_GRACE_S)
+        except (subprocess.TimeoutExpired, KeyboardInterrupt):
+            continue
+    return harness.wait()
+
+
+def log_tail(log_file: Path, lines: int = 20) -> list[str]:
+    """The last lines of the harness log, for the message when the harness fails."""
+    try:
+        with log_file.open(encoding="utf-8", errors="replace") as handle:
+            return [line.rstrip("\n") for line in deque(handle, maxlen=lines)]
+    except OSError:
+        return []

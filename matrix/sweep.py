@@ -1,0 +1,138 @@
+"""A sweep over environments: images → containers → records, one environment at a time.
+
+One failing build or container is recorded (a `failure` record in that environment's records
+file, with the log excerpt) and the sweep goes on; the manifest is rewritten after every
+environment, so an interrupted sweep still says what it finished and `--resume` can skip it.
+Environments run one after another, never side by side: parallel trials would time each other.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+
+from harness.envinfo import machine
+from harness.records import RecordWriter, dump_json, utc_now
+from matrix.backends.docker import DockerBackend, remove_run_containers
+from matrix.environments import Environment, Skipped
+from matrix.images import ensure_image
+from matrix.plan import RunPlan
+from matrix.records import is_complete, read_jsonl
+from matrix.runner import execute
+
+MANIFEST = "manifest.json"
+
+
+@dataclass
+class EnvOutcome:
+    """What happened to one environment, as the manifest lists it."""
+
+    env_id: str
+    status: str  # ok | cells-failed | build-failed | run-failed | interrupted | resumed
+    image: str = ""
+    image_built: bool = False
+    build_s: float | None = None
+    reason: str = ""
+
+
+@dataclass
+class Sweep:
+    """Everything one `matrix run --backend docker` does after planning."""
+
+    plan: RunPlan
+    client: Any
+    environments: list[Environment]
+    skipped: list[Skipped]
+    build_root: Path
+    allow_cache_drop: bool
+    console: Console
+    outcomes: list[EnvOutcome] = field(default_factory=list)
+    started: str = field(default_factory=utc_now)
+
+    def run(self) -> list[EnvOutcome]:
+        self.plan.run_dir.mkdir(parents=True, exist_ok=True)
+        self._write_manifest(ended=None)
+        try:
+            for env in self.environments:
+                self.outcomes.append(self._one(env))
+                self._write_manifest(ended=None)
+        except KeyboardInterrupt:
+            removed = remove_run_containers(self.client, self.plan.run_id)
+            self.console.print(f"[yellow]interrupted[/]: removed {removed} container(s); "
+                               "every completed record is kept")
+            self.outcomes.append(EnvOutcome(env_id="-", status="interrupted"))
+            self._write_manifest(ended=utc_now())
+            raise
+        self._write_manifest(ended=utc_now())
+        return self.outcomes
+
+    def _one(self, env: Environment) -> EnvOutcome:
+        records = self.plan.run_dir / f"{env.id}.jsonl"
+        if records.exists():
+            if is_complete(read_jsonl(records).records):
+                self.console.print(f"{env.id}: already complete in this run, skipped")
+                return EnvOutcome(env.id, "resumed")
+            records.rename(records.with_suffix(".jsonl.partial"))  # keep it, out of the merge
+        self.console.print(f"[bold]{escape(env.id)}[/]: image")
+        image = ensure_image(self.client, env, self.build_root,
+                             self.plan.run_dir / f"{env.id}.build.log",
+                             on_line=self._build_line(env))
+        outcome = EnvOutcome(env.id, "ok", image=image.tag, image_built=image.built,
+                             build_s=image.seconds)
+        if image.status != "ok":
+            return self._fail(outcome, "build-failed", f"image build failed: {image.reason}")
+        backend = DockerBackend(self.client, env, image.tag, self.allow_cache_drop)
+        run = execute(self.plan, backend, env.id, self.console)
+        if run.interrupted:
+            raise KeyboardInterrupt
+        if run.returncode != 0:
+            return self._fail(outcome, "run-failed",
+                              f"harness exited with code {run.returncode}; see {run.log_file}")
+        return outcome
+
+    def _fail(self, outcome: EnvOutcome, status: str, reason: str) -> EnvOutcome:
+        """Record the failure where the report looks (the environment's records), then go on."""
+        writer = RecordWriter(str(self.plan.run_dir / f"{outcome.env_id}.jsonl"),
+                              self.plan.run_id, outcome.env_id)
+        writer.write("failure", scope="environment", reason=reason)
+        writer.close()
+        self.console.print(f"[red]{escape(outcome.env_id)}[/]: {escape(reason)}")
+        outcome.status, outcome.reason = status, reason
+        return outcome
+
+    def _build_line(self, env: Environment) -> Callable[[str], None]:
+        def show(line: str) -> None:
+            if line.startswith("Step "):
+                self.console.print(f"  {escape(env.id)} {escape(line.strip())}")
+
+        return show
+
+    def _write_manifest(self, ended: str | None) -> None:
+        dump_json(str(self.plan.run_dir / MANIFEST), {
+            "run_id": self.plan.run_id,
+            "started": self.started,
+            "ended": ended,
+            "matrix": json.loads(self.plan.config.model_dump_json()),
+            "host": machine(),
+            "environments": [asdict(env) | {"id": env.id} for env in self.environments],
+            "skipped": [asdict(s) for s in self.skipped],
+            "outcomes": [asdict(o) for o in self.outcomes],
+        })
+
+
+def summary_line(outcomes: list[EnvOutcome]) -> str:
+    """`3 environments: 2 ok, 1 build-failed (tf2.2-py3.8-cpu)`, for the end of a sweep."""
+    failed = [o for o in outcomes if o.status in ("build-failed", "run-failed")]
+    counts: dict[str, int] = {}
+    for o in outcomes:
+        counts[o.status] = counts.get(o.status, 0) + 1
+    parts = ", ".join(f"{n} {status}" for status, n in counts.items())
+    names = f" ({', '.join(o.env_id for o in failed)})" if failed else ""
+    return f"{len(outcomes)} environments: {parts}{names}"
+

@@ -1,0 +1,107 @@
+"""`matrix` as a user meets it: help, exit codes, and one-line configuration errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from harness.catalog import FORMATS
+from matrix.cli import app
+
+
+def _run(*args: str):
+    return CliRunner().invoke(app, ["run", *args])
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--repeats", "0"], "error: --repeats: must be >= 1 (got 0)"),
+        (["--warmup", "-1"], "error: --warmup: must be >= 0 (got -1)"),
+        (
+            ["--cache", "cold,hot"],
+            "error: --cache: unknown cache mode 'hot'; choose from cold, cold-model, warm",
+        ),
+        (
+            ["--backend", "kubernetes"],
+            "error: --backend: must be 'local', 'docker' or 'auto' (got 'kubernetes')",
+        ),
+        (
+            ["--models", "missing/model.keras"],
+            "error: --models: model file 'missing/model.keras' does not exist; "
+            "give a path to a .keras, .h5 or SavedModel",
+        ),
+    ],
+)
+def test_configuration_errors_are_one_line_with_exit_2(in_tmp, args, message) -> None:
+    result = _run(*args)
+    assert result.exit_code == 2
+    assert result.stderr == message + "\n"
+    assert not (in_tmp / "results").exists()
+
+
+def test_unknown_format_lists_the_choices(in_tmp) -> None:
+    result = _run("--formats", "h6")
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: --formats: unknown format 'h6'; choose from ")
+    assert all(name in result.stderr for name in FORMATS)
+
+
+def test_errors_in_the_local_matrix_yaml_name_it(in_tmp: Path) -> None:
+    (in_tmp / "matrix.yaml").write_text("repeats: 0\n")
+    result = _run()
+    assert (result.exit_code, result.stderr) == (
+        2,
+        "error: matrix.yaml: repeats: must be >= 1 (got 0)\n",
+    )
+
+
+def test_explicit_config_wins_over_the_local_file(in_tmp: Path) -> None:
+    (in_tmp / "matrix.yaml").write_text("repeats: 0\n")
+    (in_tmp / "other.yaml").write_text("warmup: -2\n")
+    result = _run("--config", "other.yaml")
+    assert result.stderr == "error: other.yaml: warmup: must be >= 0 (got -2)\n"
+
+
+def test_a_flag_overrides_a_bad_file_value(in_tmp: Path) -> None:
+    (in_tmp / "matrix.yaml").write_text("repeats: 0\n")
+    result = _run("--repeats", "2", "--backend", "none")
+    assert result.stderr == "error: --backend: must be 'local', 'docker' or 'auto' (got 'none')\n"
+
+
+def test_help_documents_the_exit_codes() -> None:
+    result = _run("--help")
+    assert result.exit_code == 0
+    for line in [
+        "0  every cell measured",
+        "1  some cell has status error",
+        "2  configuration error",
+        "3  the backend could not run the harness",
+    ]:
+        assert line in result.stdout
+
+
+def test_python_dash_m_matrix_is_the_same_cli() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "matrix", "run", "--repeats", "0"],
+        capture_output=True,
+        text=True,
+        cwd="/",
+    )
+    assert result.returncode == 2
+    assert result.stderr == "error: --repeats: must be >= 1 (got 0)\n"
+
+
+def test_cli_startup_imports_neither_pandas_nor_tensorflow() -> None:
+    code = (
+        "import sys, matrix.cli; "
+        "print(sorted(m for m in ('pandas', 'tensorflow', 'numpy') if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"

@@ -1,0 +1,179 @@
+"""`matrix run --backend docker` on the real engine: a sweep over a working and a broken image.
+
+The working environment is current TF on the Debian base image (built once per session by the
+`cpu_image` fixture); the broken one is TF 2.3, whose Python 3.8 base image cannot be pulled on
+a machine without a registry — exactly the failure a real sweep meets, and it must not sink the
+other environment.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from docker.types import DeviceRequest
+
+from matrix.backends.docker import RUN_LABEL, run_request, start_container
+from matrix.config import load_config
+from matrix.environments import Environment, expand
+from matrix.plan import RunPlan
+from matrix.workflow import plan_docker
+from tests.docker_matrix import MATRIX_YAML
+
+pytest_plugins = ["tests.docker_fixtures"]
+
+SLICE = ("--models", "dense-10k", "--formats", "h5,tflite", "--repeats", "1", "--warmup", "0",
+         "--inference-runs", "2")
+
+
+def matrix(cwd: Path, *args: str, env: dict[str, str] | None = None):
+    return subprocess.run([sys.executable, "-m", "matrix", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=1800, env={**os.environ, "COLUMNS": "200",
+                                                        **(env or {})})
+
+
+def records(run_dir: Path, env_id: str) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / f"{env_id}.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    work = tmp_path_factory.mktemp("docker-run")
+    (work / "matrix.yaml").write_text(MATRIX_YAML.replace('["2.21"]', '["2.3", "2.21"]')
+                                      .replace('["3.11"]', '["3.8", "3.11"]'))
+    return work
+
+
+@pytest.fixture(scope="module")
+def sweep(workdir: Path, cpu_image, image_build_root: Path):
+    """Both environments, cache modes cold-model, warm and cold.
+
+    The container may not drop the page cache; `matrix` runs as root on the host (as in CI), so
+    it drops it for each cold trial on the container's request.
+    """
+    proc = matrix(workdir, "run", "--backend", "docker", "--build-dir", str(image_build_root),
+                  "--cache", "cold-model,warm,cold", *SLICE)
+    (run_dir,) = (workdir / "results").iterdir()
+    return proc, run_dir
+
+
+def test_a_broken_environment_does_not_sink_the_sweep(sweep) -> None:
+    proc, run_dir = sweep
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "2 environments: 1 build-failed, 1 ok (tf2.3-py3.8-cpu)" in proc.stdout
+    (failure,) = records(run_dir, "tf2.3-py3.8-cpu")
+    assert failure["kind"] == "failure" and failure["scope"] == "environment"
+    assert "python:3.8-slim is not available locally and cannot be pulled" in failure["reason"]
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert {o["env_id"]: o["status"] for o in manifest["outcomes"]} == {
+        "tf2.3-py3.8-cpu": "build-failed", "tf2.21-py3.11-cpu": "ok"}
+    assert manifest["ended"] and manifest["matrix"]["tf"] == ["2.3", "2.21"]
+
+
+def test_the_working_environment_measured_in_its_container(sweep, cpu_image) -> None:
+    _, run_dir = sweep
+    got = records(run_dir, "tf2.21-py3.11-cpu")
+    env = next(r for r in got if r["kind"] == "environment")
+    assert env["in_container"] is True and env["tensorflow"] == "2.21.0"
+    assert env["python"].startswith("3.11.") and env["drop_caches_allowed"] is False
+    assert env["drop_caches_via"] == "host"
+    artifacts = [r for r in got if r["kind"] == "artifact"]
+    assert {a["storage"]["kind"] for a in artifacts} == {"volume"}
+    trials = [r for r in got if r["kind"] == "trial"]
+    measured = {(t["format"], t["cache_mode"]): t for t in trials}
+    for fmt in ("h5", "tflite"):
+        assert measured[(fmt, "cold-model")]["status"] == "ok"
+        assert measured[(fmt, "cold-model")]["resident_before"] <= 0.01
+        assert measured[(fmt, "warm")]["status"] == "ok"
+        assert measured[(fmt, "warm")]["resident_before"] >= 0.95
+        cold = measured[(fmt, "cold")]
+        assert cold["status"] == "ok" and cold["eviction"] == "host-drop_caches"
+        assert cold["resident_before"] <= 0.01 and cold["import_libs_resident_before"] <= 0.01
+
+
+def test_no_container_is_left_behind(sweep, docker_engine) -> None:
+    _, run_dir = sweep
+    left = docker_engine.containers.list(all=True, filters={"label": f"{RUN_LABEL}={run_dir.name}"})
+    assert left == []
+
+
+def test_a_second_run_builds_no_image(workdir: Path, sweep, image_build_root: Path) -> None:
+    proc = matrix(workdir, "build", "--build-dir", str(image_build_root), "--only", "tf2.21-*")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "0 image(s) built, 1 found by content hash" in proc.stdout
+
+
+def test_resume_skips_complete_environments(workdir: Path, sweep, image_build_root) -> None:
+    _, run_dir = sweep
+    proc = matrix(workdir, "run", "--backend", "docker", "--build-dir", str(image_build_root),
+                  "--resume", run_dir.name, "--cache", "cold-model,warm,cold", *SLICE)
+    assert proc.returncode == 1  # the broken environment is still broken
+    assert "tf2.21-py3.11-cpu: already complete in this run, skipped" in proc.stdout
+    assert (run_dir / "tf2.3-py3.8-cpu.jsonl.partial").exists()  # the old attempt, kept aside
+
+
+def test_allowed_cache_drop_makes_cold_trials_real(tmp_path: Path, cpu_image,
+                                                   image_build_root: Path) -> None:
+    (tmp_path / "matrix.yaml").write_text(MATRIX_YAML)
+    proc = matrix(tmp_path, "run", "--backend", "docker", "--build-dir", str(image_build_root),
+                  "--allow-cache-drop", "--cache", "cold", "--models", "dense-10k",
+                  "--formats", "tflite", "--repeats", "1", "--warmup", "0")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (run_dir,) = (tmp_path / "results").iterdir()
+    (trial,) = [r for r in records(run_dir, "tf2.21-py3.11-cpu") if r["kind"] == "trial"]
+    assert trial["status"] == "ok" and trial["eviction"] == "drop_caches"
+    assert trial["resident_before"] <= 0.01 and trial["import_libs_resident_before"] <= 0.01
+
+
+def test_the_container_has_no_network(docker_engine, cpu_image, tmp_path: Path) -> None:
+    """The exact request a run sends, with the harness swapped for a look at the interfaces."""
+    env = next(iter(expand(load_config(None, {"tf": ["2.21"], "python": ["3.11"]}))[0]))
+    plan = RunPlan(config=load_config(None, {"results_dir": str(tmp_path)}), run_id="net-test")
+    request = run_request(env, plan, cpu_image.tag, allow_cache_drop=False)
+    request["command"] = ["-c", "import socket; print(socket.if_nameindex())"]
+    container = start_container(docker_engine, request, entrypoint=["python3"])
+    try:
+        assert container.wait(timeout=120)["StatusCode"] == 0
+        output = container.logs().decode()
+        assert container.attrs["HostConfig"]["NetworkMode"] == "none"
+    finally:
+        container.remove(force=True)
+        docker_engine.volumes.get(request["name"]).remove(force=True)
+    assert "'lo'" in output and "eth0" not in output
+
+
+def test_gpu_cells_request_every_gpu_and_are_skipped_without_nvidia(docker_engine) -> None:
+    """No GPU exists here: the request sent to the engine is checked, and the plan skips."""
+    config = load_config(None, {"tf": ["2.21"], "python": ["3.11"], "device": ["cpu", "gpu"]})
+    gpu: Environment = next(e for e in expand(config)[0] if e.device == "gpu")
+    plan = RunPlan(config=config, run_id="gpu-test")
+    request = run_request(gpu, plan, "some-image", allow_cache_drop=True)
+    assert request["host"]["device_requests"] == [
+        DeviceRequest(count=-1, capabilities=[["gpu"]])]
+    assert request["host"]["cap_add"] == ["SYS_ADMIN"] and request["unmasked_proc"] is True
+    assert request["host"]["network_mode"] == "none"
+    environments, skipped = plan_docker(config, docker_engine)
+    assert [e.id for e in environments] == ["tf2.21-py3.11-cpu"]
+    assert [s.id for s in skipped] == ["tf2.21-py3.11-gpu"]
+    assert "no NVIDIA runtime" in skipped[0].reason
+
+
+def test_no_daemon_is_one_line_with_the_fix(tmp_path: Path) -> None:
+    proc = matrix(tmp_path, "run", "--backend", "docker",
+                  env={"DOCKER_HOST": f"unix://{tmp_path}/no-daemon.sock"})
+    assert proc.returncode == 3
+    assert proc.stderr.count("\n") == 1 and "--backend local" in proc.stderr
+
+
+def test_auto_backend_falls_back_to_local_without_a_daemon(tmp_path: Path) -> None:
+    proc = matrix(tmp_path, "run", "--backend", "auto", "--models", "dense-10k", "--formats",
+                  "tflite", "--cache", "warm", "--repeats", "1", "--warmup", "0",
+                  env={"DOCKER_HOST": f"unix://{tmp_path}/no-daemon.sock"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "backend auto: local (cannot reach the Docker daemon" in proc.stdout
+    (run_dir,) = (tmp_path / "results").iterdir()
+    assert [p.name for p in run_dir.glob("local-*.jsonl")]

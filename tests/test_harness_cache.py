@@ -1,0 +1,79 @@
+"""The cache-state proof on real files: eviction takes, a warm read stays, drop_caches works."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import pytest
+
+from harness import cache
+
+
+@pytest.fixture
+def artifact(tmp_path):
+    """A 16 MiB file written and still dirty in the page cache, like a fresh save."""
+    path = tmp_path / "blob.bin"
+    path.write_bytes(os.urandom(16 << 20))
+    return [str(path)]
+
+
+def test_eviction_leaves_at_most_one_percent_resident(artifact):
+    cache.read_all(artifact)
+    cache.evict(artifact)
+    assert cache.residency(artifact) <= cache.COLD_MAX_RESIDENT
+
+
+def test_warm_read_leaves_everything_resident(artifact):
+    cache.evict(artifact)
+    cache.read_all(artifact)
+    assert cache.residency(artifact) >= 0.99
+
+
+def test_io_floor_reads_from_an_evicted_cache(artifact):
+    seconds, resident_before = cache.io_floor(artifact)
+    assert resident_before <= cache.COLD_MAX_RESIDENT
+    assert seconds is not None and seconds > 0
+    assert cache.residency(artifact) >= 0.99  # the timed read really read the bytes
+
+
+def test_directory_artifacts_list_every_file(tmp_path):
+    (tmp_path / "variables").mkdir()
+    (tmp_path / "saved_model.pb").write_bytes(b"x" * 10)
+    (tmp_path / "variables" / "variables.index").write_bytes(b"y" * 10)
+    assert [os.path.basename(f) for f in cache.files_of(str(tmp_path))] == [
+        "saved_model.pb", "variables.index"]
+
+
+def test_drop_caches_matches_its_permission(artifact):
+    """As root on the host (here and in CI) the whole cache drops; elsewhere opening refuses."""
+    cache.read_all(artifact)
+    if cache.drop_caches_allowed():
+        cache.drop_all_caches()
+        assert cache.residency(artifact) <= cache.COLD_MAX_RESIDENT
+    else:
+        with pytest.raises(OSError):
+            cache.drop_all_caches()
+
+
+def test_the_host_drops_the_cache_when_a_container_asks(artifact, tmp_path):
+    """The handshake between a harness that may not drop caches and root on the host."""
+    folder = str(tmp_path / "drops")
+    cache.read_all(artifact)
+    answered = []
+
+    def host() -> None:
+        deadline = time.monotonic() + 30
+        while not answered and time.monotonic() < deadline:
+            answered.extend([1] * cache.serve_host_drops(folder))
+            time.sleep(0.01)
+
+    server = threading.Thread(target=host)
+    server.start()
+    cache.request_host_drop(folder)
+    server.join()
+    assert answered == [1]
+    assert os.listdir(folder) == []  # request and answer are cleaned up
+    if cache.drop_caches_allowed():
+        assert cache.residency(artifact) <= cache.COLD_MAX_RESIDENT
