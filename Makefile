@@ -13,6 +13,7 @@ run: $(STAMP)
 	$(BIN)/matrix run --backend local
 
 test: $(STAMP) docker-ready
+	tests/ensure-chromium.sh
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 

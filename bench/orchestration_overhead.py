@@ -51,7 +51,8 @@ def main() -> None:
         env_ids = [e["id"] for e in plan["environments"]]
 
         began = time.perf_counter()
-        matrix(work, "run", "--backend", "docker", "--build-dir", str(work / "build"), *ARGS)
+        matrix(work, "run", "--backend", "docker", "--build-dir", str(work / "build"),
+               "--no-report", *ARGS)
         wall = time.perf_counter() - began
         (run_dir,) = (work / "results").iterdir()
         inside = sum(harness_elapsed(run_dir / f"{e}.jsonl") for e in env_ids)

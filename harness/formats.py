@@ -162,9 +162,15 @@ def _load_savedmodel(rt: Runtime, path: str) -> Predictor:
     loaded = rt.tf.saved_model.load(path)
     signature = loaded.signatures["serving_default"]
     names = list(signature.structured_input_signature[1])
-    if names:  # Keras 2 signatures take keyword arguments only
-        return lambda x: first_output(signature(**{names[0]: rt.tf.constant(x)}))
-    return lambda x: first_output(signature(rt.tf.constant(x)))
+
+    def predict(x: Any) -> Any:
+        tensor = rt.tf.constant(x)
+        return first_output(signature(**{names[0]: tensor}) if names else signature(tensor))
+
+    # On TF 2.2 a signature does not keep its variables alive: a collected SavedModel object
+    # fails the call with "Resource ... does not exist". The predictor holds it.
+    predict.saved_model = loaded  # type: ignore[attr-defined]
+    return predict
 
 
 def _load_savedmodel_keras(rt: Runtime, path: str) -> Predictor:

@@ -324,27 +324,35 @@ class Run:
         return None
 
     def run_trials(self, all_arts: list[ModelArtifacts]) -> None:
+        """Fresh-process rounds (each a new shuffle of every cell), then reused-process loads.
+
+        A cell that cannot be timed at all gets exactly one record with its reason.
+        """
         o = self.opts
+        fresh = o.process in ("fresh", "both")
         cells, blocked = [], []
         for arts in all_arts:
             for fmt in o.formats:
-                for mode in o.cache_modes:
+                for mode in o.cache_modes if fresh else ():
                     verdict = self.not_runnable(arts, fmt, mode)
-                    (blocked if verdict else cells).append((arts, fmt, mode, verdict))
-        reused = [(a, f) for a in all_arts for f in o.formats
-                  if self.not_runnable(a, f, "warm") is None] if o.process != "fresh" else []
-        fresh = o.process in ("fresh", "both")
-        self.writer.write("schedule", trials_scheduled=len(blocked) * fresh
-                          + len(cells) * self._rounds() * fresh
-                          + len(reused) * self._rounds())
-        for arts, fmt, mode, (status, reason) in blocked if fresh else []:
+                    if verdict:
+                        blocked.append((arts, fmt, mode, verdict))
+                    else:
+                        cells.append((arts, fmt, mode))
+        reused = []
+        if o.process != "fresh":
+            reused = [(a, f) for a in all_arts for f in o.formats
+                      if self.not_runnable(a, f, "warm") is None]
+        scheduled = len(blocked) + (len(cells) + len(reused)) * self._rounds()
+        self.writer.write("schedule", trials_scheduled=scheduled)
+        for arts, fmt, mode, (status, reason) in blocked:
             self.writer.write("trial", cell_id=f"{o.env_id}/{arts.spec.slug}/{fmt}/{mode}",
                               model=arts.spec.slug, format=fmt, cache_mode=mode,
                               process="fresh", phase="measure", status=status, reason=reason)
-        for rnd in range(self._rounds()) if fresh else []:
+        for rnd in range(self._rounds()) if cells else ():
             order = list(cells)
             random.Random(f"{o.seed}-{rnd}").shuffle(order)
-            for position, (arts, fmt, mode, _) in enumerate(order):
+            for position, (arts, fmt, mode) in enumerate(order):
                 self.trial(arts, fmt, mode, rnd, position)
         for position, (arts, fmt) in enumerate(reused):
             self.trial(arts, fmt, "warm", 0, position, process="reused")

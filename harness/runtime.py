@@ -79,4 +79,13 @@ def tflite_runtime_name() -> str:
 
 
 def keras_version(rt: Runtime) -> str:
-    return str(getattr(rt.keras, "__version__", "") or "")
+    """The Keras in use: tf-keras's `tf.keras` has no __version__, so ask its distribution."""
+    version = getattr(rt.keras, "__version__", "")
+    if version:
+        return str(version)
+    from importlib import metadata
+
+    try:
+        return metadata.version("tf-keras" if rt.keras_impl == "tf-keras" else "keras")
+    except metadata.PackageNotFoundError:
+        return ""

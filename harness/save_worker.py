@@ -42,6 +42,21 @@ def _sample_input(model: Any, path: str) -> Any:
     return x
 
 
+def _seed(rt: Any) -> None:
+    """Seed weight initialisation; keras.utils.set_random_seed only exists from TF 2.7."""
+    seed_all = getattr(rt.keras.utils, "set_random_seed", None)
+    if seed_all is not None:
+        seed_all(0)
+        return
+    import random
+
+    import numpy as np
+
+    random.seed(0)
+    np.random.seed(0)
+    rt.tf.random.set_seed(0)
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}".rstrip(": ")
@@ -52,7 +67,7 @@ def main(spec_path: str) -> int:
         spec = json.load(handle)
     events, folder = spec["events"], spec["folder"]
     rt = import_tensorflow()
-    rt.keras.utils.set_random_seed(0)
+    _seed(rt)
     start = time.perf_counter()
     try:
         model = build(rt, ModelSpec(**spec["model"]), spec["weights"])

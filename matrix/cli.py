@@ -11,13 +11,15 @@ from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
 from harness.catalog import CACHE_MODES, FORMATS
 from matrix import workflow
 from matrix.environments import Environment, Skipped, expand
-from matrix.errors import MatrixError
+from matrix.errors import ConfigError, ExitCode, MatrixError
+from matrix.stats import ALPHA, THRESHOLD
 
 EXIT_CODES = "\n".join(
     [
@@ -29,6 +31,25 @@ EXIT_CODES = "\n".join(
         "130  interrupted (the records written so far are kept)",
     ]
 )
+
+COMPARE_EXIT_CODES = "\n".join(
+    [
+        "Exit codes:",
+        "0  no cell got slower (beyond the threshold and significantly)",
+        "1  regression found: some cell is slower beyond the threshold with p < alpha",
+        "2  configuration error: a run not found, a bad flag, or no cell measured in both runs",
+    ]
+)
+
+REPORT_EXIT_CODES = "\n".join(
+    [
+        "Exit codes:",
+        "0  the report was written (unreadable record lines are warned about and skipped)",
+        "2  configuration error: a run not found or a bad flag",
+    ]
+)
+
+MOST_SAME = 100  # `matrix compare` lists more unchanged cells than this only with --all
 
 PLAN_EXIT_CODES = "\n".join(
     [
@@ -76,6 +97,17 @@ OnlyOption = Annotated[
 ]
 BuildDirOption = Annotated[
     Path, typer.Option(help="Where rendered Dockerfiles and build contexts are written.")
+]
+ResultsDirOption = Annotated[
+    Path, typer.Option(help="Where runs are kept: <results-dir>/<run-id>/<env-id>.jsonl.")
+]
+ThresholdOption = Annotated[
+    float,
+    typer.Option(help="Smallest relative change of the median load time that counts (0.10 = 10%)."),
+]
+AlphaOption = Annotated[
+    float,
+    typer.Option(help="A change counts only if the Mann-Whitney U test's p is below this."),
 ]
 SkipOption = Annotated[
     Optional[str],
@@ -236,6 +268,11 @@ def run(
     results_dir: Annotated[
         Optional[Path], typer.Option(help="Records go to <results-dir>/<run-id>/.")
     ] = None,
+    html: Annotated[
+        bool,
+        typer.Option("--report/--no-report",
+                     help="Write the HTML report (reports/<run-id>/index.html) at the end."),
+    ] = True,
     tf: TfOption = None,
     py: PyOption = None,
     cpu: CpuOption = False,
@@ -245,7 +282,7 @@ def run(
     only: OnlyOption = None,
     skip: SkipOption = None,
 ) -> None:
-    """Run a matrix of load-time trials and print a summary table.
+    """Run a matrix of load-time trials, print a summary table and write the HTML report.
 
     Every flag overrides the key of the same name in the matrix file.
     """
@@ -273,9 +310,9 @@ def run(
         matrix, source = workflow.load(config, overrides)
         if workflow.choose_backend(matrix, console) == "docker":
             code = workflow.run_docker(matrix, source, console, build_dir, allow_cache_drop,
-                                       resume)
+                                       resume, html)
         else:
-            code = workflow.run_local(matrix, source, console)
+            code = workflow.run_local(matrix, source, console, html)
     except MatrixError as exc:
         raise _fail(exc) from None
     raise typer.Exit(int(code))
@@ -325,6 +362,125 @@ def build(
     except MatrixError as exc:
         raise _fail(exc) from None
     raise typer.Exit(int(code))
+
+
+@app.command(epilog=REPORT_EXIT_CODES)
+def report(
+    runs: Annotated[
+        Optional[list[str]],
+        typer.Argument(help="Run ids under --results-dir, or paths to run folders (from any "
+                       "machine); several are merged. Default: the newest run.",
+                       show_default=False),
+    ] = None,
+    results_dir: ResultsDirOption = Path("results"),
+    out: Annotated[
+        Path, typer.Option(help="Reports go to <out>/<run-id>/index.html; <out>/latest links "
+                           "to the newest.")
+    ] = Path("reports"),
+    export: Annotated[
+        Optional[Path],
+        typer.Option(help="Also write the tidy trials to FILE.csv or FILE.parquet, and the "
+                     "per-cell statistics to FILE-stats.csv / FILE-stats.parquet.",
+                     show_default=False),
+    ] = None,
+    baseline_format: Annotated[
+        str, typer.Option(help="Speed-ups are against this format's median load time.")
+    ] = "h5",
+    baseline_env: Annotated[
+        Optional[str],
+        typer.Option(help="Speed-ups against this environment's median load (default: none).",
+                     show_default=False),
+    ] = None,
+) -> None:
+    """Write the HTML report of one or more runs (merged), and optionally export their data."""
+    from matrix.dataset import load_runs
+    from matrix.runs import newest, resolve
+
+    console = _console()
+    try:
+        if export is not None and export.suffix not in (".csv", ".parquet"):
+            raise ConfigError(f"--export {export}: name a .csv or .parquet file")
+        if baseline_format not in FORMATS:
+            raise ConfigError(f"--baseline-format {baseline_format!r}: choose from "
+                              f"{', '.join(FORMATS)}")
+        dirs = [resolve(run, results_dir) for run in runs] if runs else [newest(results_dir)]
+        ds = load_runs(dirs)
+        for problem in ds.problems:
+            console.print(f"[yellow]warning[/] {escape(problem)}")
+        workflow.report(ds, out, results_dir, console, baseline_format, baseline_env, export)
+    except MatrixError as exc:
+        raise _fail(exc) from None
+
+
+@app.command(epilog=COMPARE_EXIT_CODES)
+def compare(
+    run_a: Annotated[str, typer.Argument(help="The reference run: id or path.")],
+    run_b: Annotated[str, typer.Argument(help="The run under test: id or path.")],
+    results_dir: ResultsDirOption = Path("results"),
+    threshold: ThresholdOption = THRESHOLD,
+    alpha: AlphaOption = ALPHA,
+    show_all: Annotated[
+        bool,
+        typer.Option("--all", help=f"List unchanged cells even when there are more than "
+                     f"{MOST_SAME} (by default only the changes are listed then)."),
+    ] = False,
+) -> None:
+    """Compare every cell measured in both runs; exit 1 if one got slower (for CI gating).
+
+    A cell is flagged only when its median load time changed by more than the threshold AND
+    the change is significant (two-sided Mann-Whitney U test on the trials, p < alpha).
+    """
+    from matrix.compare import compare_runs, render, summary_line
+    from matrix.dataset import load_runs
+    from matrix.runs import resolve
+
+    console = _console()
+    try:
+        if threshold <= 0 or not 0 < alpha < 1:
+            raise ConfigError("--threshold must be > 0 and --alpha between 0 and 1 "
+                              f"(got {threshold:g}, {alpha:g})")
+        loaded = [load_runs([resolve(run, results_dir)]) for run in (run_a, run_b)]
+        for problem in [*loaded[0].problems, *loaded[1].problems]:
+            console.print(f"[yellow]warning[/] {escape(problem)}")
+        comparison = compare_runs(*loaded, threshold=threshold, alpha=alpha)
+        if comparison.cells.empty:
+            raise ConfigError(f"nothing to compare: no cell was measured in both {run_a} and "
+                              f"{run_b}")
+    except MatrixError as exc:
+        raise _fail(exc) from None
+    console.print(render(comparison, run_a, run_b, None if show_all else MOST_SAME))
+    console.print(escape(summary_line(comparison, threshold, alpha)))
+    raise typer.Exit(int(ExitCode.REGRESSION if len(comparison.slower) else ExitCode.OK))
+
+
+@app.command()
+def history(
+    results_dir: ResultsDirOption = Path("results"),
+    env: Annotated[
+        Optional[str], typer.Option(help="Only environments matching this glob.")
+    ] = None,
+    model: Annotated[Optional[str], typer.Option(help="Only this model.")] = None,
+    fmt: Annotated[Optional[str], typer.Option("--format", help="Only this format.")] = None,
+    last: Annotated[int, typer.Option(min=1, help="Show the medians of the last N runs.")] = 8,
+) -> None:
+    """Median load time of every cell over the runs in --results-dir, oldest first.
+
+    Each (environment, model, format, cache mode) series ends with its latest change against
+    the run before and a step flag, judged as `matrix compare` judges.
+    """
+    from matrix.dataset import load_runs
+    from matrix.history import latest_changes, render, select, series_frame
+    from matrix.runs import run_dirs
+
+    dirs = run_dirs(results_dir)
+    if not dirs:
+        raise _fail(ConfigError(f"no runs under {results_dir}/"))
+    ds = load_runs(dirs)
+    frame = select(series_frame(ds), env, model, fmt)
+    if frame.empty:
+        raise _fail(ConfigError(f"no measured cell under {results_dir}/ matches the filters"))
+    console = _console()
+    console.print(render(frame, latest_changes(ds, frame), last))
 
 
 def _fail(exc: MatrixError) -> typer.Exit:

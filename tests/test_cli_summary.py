@@ -75,10 +75,10 @@ def _row(summary, fmt: str, cache: str, process: str = "fresh") -> dict:
 def test_statistics_use_only_ok_measured_trials(records) -> None:
     h5 = _row(summarize(records), "h5", "cold")
     assert h5["n"] == 4
-    assert h5["load_median_s"] == pytest.approx(2.5)  # the 9 s warm-up is excluded
-    assert h5["load_iqr_s"] == pytest.approx(1.5)  # q75 3.25 - q25 1.75
-    assert h5["import_median_s"] == pytest.approx(4.5)
-    assert h5["first_inference_median_s"] == pytest.approx(0.05)
+    assert h5["load_median"] == pytest.approx(2.5)  # the 9 s warm-up is excluded
+    assert h5["load_iqr"] == pytest.approx(1.5)  # q75 3.25 - q25 1.75
+    assert h5["import_median"] == pytest.approx(4.5)
+    assert h5["first_inference_median"] == pytest.approx(0.05)
     assert h5["artifact_mb"] == pytest.approx(14.0)
     assert h5["status"] == "ok"
 
@@ -90,34 +90,34 @@ def test_parity_is_the_worst_trial(records) -> None:
 def test_invalid_trials_are_left_out_and_noted(records) -> None:
     cold = _row(summarize(records), "tflite", "cold")
     assert cold["n"] == 1
-    assert cold["load_median_s"] == pytest.approx(0.030)
+    assert cold["load_median"] == pytest.approx(0.030)
     assert cold["note"] == "1 invalid: 12 % resident before load"
 
 
 def test_reused_process_loads_get_their_own_row(records) -> None:
     summary = summarize(records)
-    assert _row(summary, "tflite", "warm", "reused")["load_median_s"] == pytest.approx(0.001)
+    assert _row(summary, "tflite", "warm", "reused")["load_median"] == pytest.approx(0.001)
     assert _row(summary, "tflite", "warm")["n"] == 2
 
 
 def test_failed_cells_get_a_row_with_their_reason(records) -> None:
     summary = summarize(records)
-    keras = _row(summary, "keras", "cold")
+    keras = _row(summary, "keras", "cold", "—")  # a failed cell has no process to speak of
     assert (keras["status"], keras["note"], keras["n"]) == ("error", "OSError: bad zip", 0)
     ckpt = _row(summary, "weights-ckpt", "—", "—")
     assert (ckpt["status"], ckpt["note"]) == ("unsupported", "Keras 3 cannot save TF checkpoints")
     assert _row(summary, "tflite-int8", "—", "—")["status"] == "error"
     failure = summary[summary["model"] == "DenseNet201"].iloc[0]
-    assert (failure["status"], failure["note"]) == ("error", "model: cannot build: no memory")
+    assert (failure["status"], failure["note"]) == ("error", "cannot build: no memory")
 
 
 def test_rows_sort_by_model_then_median_load_with_failures_last(records) -> None:
     summary = summarize(records)
     assert list(summary["model"]) == ["DenseNet201"] + ["MobileNetV2"] * 7
     mobile = summary[summary["model"] == "MobileNetV2"]
-    loads = mobile["load_median_s"].dropna().tolist()
+    loads = mobile["load_median"].dropna().tolist()
     assert loads == sorted(loads) and len(loads) == 4
-    assert mobile["load_median_s"].iloc[4:].isna().all()  # failed cells after measured ones
+    assert mobile["load_median"].iloc[4:].isna().all()  # failed cells after measured ones
 
 
 def test_rendered_table_shows_values_status_and_reasons(records) -> None:
@@ -134,5 +134,5 @@ def test_rendered_table_shows_values_status_and_reasons(records) -> None:
 
 def test_no_trials_at_all_still_summarizes_failures(record) -> None:
     summary = summarize([record("failure", scope="environment", reason="TensorFlow missing")])
-    assert list(summary["status"]) == ["error"]
-    assert summary["note"].iloc[0] == "environment: TensorFlow missing"
+    assert list(summary["status"]) == ["failed-environment"]
+    assert summary["note"].iloc[0] == "TensorFlow missing"

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -177,3 +179,32 @@ def test_auto_backend_falls_back_to_local_without_a_daemon(tmp_path: Path) -> No
     assert "backend auto: local (cannot reach the Docker daemon" in proc.stdout
     (run_dir,) = (tmp_path / "results").iterdir()
     assert [p.name for p in run_dir.glob("local-*.jsonl")]
+
+
+def test_ctrl_c_removes_the_container_and_keeps_the_records(tmp_path: Path, cpu_image,
+                                                            image_build_root: Path,
+                                                            docker_engine) -> None:
+    (tmp_path / "matrix.yaml").write_text(MATRIX_YAML)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "matrix", "run", "--backend", "docker", "--build-dir",
+         str(image_build_root), "--models", "dense-10k", "--formats", "h5,tflite",
+         "--cache", "warm", "--repeats", "30", "--warmup", "0"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    records_file = None
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        found = list((tmp_path / "results").glob("*/tf2.21-py3.11-cpu.jsonl"))
+        if found and found[0].read_text().count('"kind": "trial"') >= 2:
+            records_file = found[0]
+            break
+        assert proc.poll() is None, proc.stdout.read()
+        time.sleep(0.2)
+    assert records_file is not None, "no trials within 600 s"
+    proc.send_signal(signal.SIGINT)  # what the terminal's Ctrl-C does to `matrix`
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, output
+    assert "resume with: matrix run --resume" in output
+    run_id = records_file.parent.name
+    assert docker_engine.containers.list(all=True, filters={"label": f"{RUN_LABEL}={run_id}"}) == []
+    kinds = [json.loads(line)["kind"] for line in records_file.read_text().splitlines()]
+    assert kinds.count("trial") >= 2 and "done" not in kinds

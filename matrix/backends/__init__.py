@@ -23,6 +23,9 @@ class RunningHarness(Protocol):
     def wait(self, timeout: float | None = None) -> int:
         """The exit code; raises subprocess.TimeoutExpired after `timeout`, as Popen does."""
 
+    def interrupt(self) -> None:
+        """Deliver Ctrl-C to the harness, if the terminal's did not reach it already."""
+
     def terminate(self) -> None: ...
 
     def kill(self) -> None: ...

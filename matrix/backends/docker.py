@@ -124,6 +124,12 @@ class ContainerHarness:
         self._copier.join(timeout=5)
         return int(result["StatusCode"])
 
+    def interrupt(self) -> None:
+        """The container is outside our process group: hand it the Ctrl-C (its PID 1 is the
+        harness, which then stops after the record it is writing)."""
+        with contextlib.suppress(APIError):
+            self._container.kill(signal="SIGINT")
+
     def terminate(self) -> None:
         self._container.stop(timeout=10)
 

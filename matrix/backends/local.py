@@ -16,6 +16,13 @@ from matrix.errors import EnvironmentFailure
 from matrix.plan import RunPlan
 
 
+class HarnessProcess(subprocess.Popen):
+    """The harness as a child process of `matrix`."""
+
+    def interrupt(self) -> None:
+        """Nothing to do: the terminal's Ctrl-C reached our whole process group, harness too."""
+
+
 class LocalBackend:
     """Measure the interpreter running `matrix`."""
 
@@ -36,8 +43,8 @@ class LocalBackend:
     def env_id(self) -> str:
         return local_env_id()
 
-    def launch(self, plan: RunPlan, env_id: str, log: IO[bytes]) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(
+    def launch(self, plan: RunPlan, env_id: str, log: IO[bytes]) -> HarnessProcess:
+        return HarnessProcess(
             [sys.executable, "-m", "harness", *plan.harness_args(env_id)],
             stdin=subprocess.DEVNULL,
             stdout=log,

@@ -1,0 +1,142 @@
+"""The HTML report: one self-contained file a user can open offline, mail, or print.
+
+Everything is inlined (styles, scripts, SVG charts, the JSON the environment selector needs):
+results are often read on a machine without network access, from a CI artifact, and a report
+that fetches anything would leak which runs were looked at and break on the next CDN change.
+Every user- or model-supplied string reaches the page through jinja2 autoescaping, escaped SVG
+or escaped JSON; nothing is ever inserted as markup.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import pandas as pd
+
+from harness.catalog import CACHE_MODES, FORMATS
+from matrix import report_figures as figures
+from matrix import report_tables as tables
+from matrix.dataset import ARTIFACT, Dataset
+from matrix.report_pairs import embed_json, pair_payload
+from matrix.report_text import Table
+
+SECTIONS = [
+    ("headline", "Fastest format"),
+    ("heatmap", "Heat map"),
+    ("bars", "Cold vs warm"),
+    ("ladder", "Size ladder"),
+    ("tables", "Size & load tables"),
+    ("runtime", "Import, inference, memory"),
+    ("parity", "Parity"),
+    ("environments", "Environments"),
+    ("problems", "Problems"),
+    ("noise", "Noise"),
+    ("pairs", "Environment vs environment"),
+    ("history", "History"),
+]
+
+
+def _env_labels(frames: list[pd.DataFrame]) -> dict[tuple[str, str], str]:
+    """A readable name per (run, environment): the env id, plus the run where one env id
+    appears in several merged runs (two nights of the same image are different columns)."""
+    pairs = sorted({(str(r), str(e)) for f in frames if {"run_id", "env_id"} <= set(f.columns)
+                    for r, e in f[["run_id", "env_id"]].drop_duplicates().itertuples(index=False)})
+    runs_of: dict[str, int] = {}
+    for _, env in pairs:
+        runs_of[env] = runs_of.get(env, 0) + 1
+    return {(run, env): env if runs_of[env] == 1 else f"{env} · {run}" for run, env in pairs}
+
+
+def _with_env(frame: pd.DataFrame, labels: dict[tuple[str, str], str]) -> pd.DataFrame:
+    """A copy of `frame` with the `env` label column every section groups by.
+
+    It is categorical in `labels` order (by run, then env id), so every grouping and sort lists
+    environments in the same order.
+    """
+    names = [labels.get((str(r), str(e))) for r, e in zip(frame["run_id"], frame["env_id"])]
+    return frame.assign(env=pd.Categorical(names, categories=list(labels.values())))
+
+
+def _with_artifact_columns(stats: pd.DataFrame, artifacts: pd.DataFrame) -> pd.DataFrame:
+    """Stats plus the artifact covariate `cell_stats` leaves out (largest file, #13)."""
+    ok = artifacts[artifacts["status"].eq("ok")]
+    extra = ok[[*ARTIFACT, "largest_file_bytes"]].drop_duplicates(ARTIFACT, keep="last")
+    return stats.merge(extra, on=ARTIFACT, how="left")
+
+
+def _ordered(stats: pd.DataFrame) -> pd.DataFrame:
+    """Models by size (the ladder reads top to bottom), environments by run then id, formats
+    and cache modes in catalog order: every chart and table then lists them alike."""
+    sizes = stats.groupby("model")["params"].max()
+    order = {"_size": stats["model"].map(sizes).fillna(float("inf")),
+             "_fmt": stats["format"].map({f: i for i, f in enumerate(FORMATS)}).fillna(99)}
+    return stats.assign(**order).sort_values(["_size", "model", "env", "_fmt", "cache_mode"]
+                                             ).drop(columns=list(order))
+
+
+def _reported(environments: pd.DataFrame) -> pd.DataFrame:
+    """Environments that wrote an `environment` record (a skipped or unbuilt one has no
+    metadata to show; the problems table says why)."""
+    return environments[environments["python"].notna()]
+
+
+def _context(ds: Dataset, stats: pd.DataFrame, problems: pd.DataFrame, title: str,
+             history: pd.DataFrame | None) -> dict[str, Any]:
+    labels = _env_labels([stats, problems, ds.trials, ds.environments])
+    stats = _ordered(_with_env(_with_artifact_columns(stats, ds.artifacts), labels))
+    problems = _with_env(problems, labels)
+    environments = _reported(_with_env(ds.environments, labels))
+    formats = [f for f in FORMATS if f in set(stats["format"])]
+    formats += sorted(set(stats["format"]) - set(formats))
+    mode = figures.coldest_mode(stats)
+    modes = [m for m in CACHE_MODES if m in set(stats["cache_mode"])]
+    headline, wins = tables.headline(stats, modes)
+    pairs = pair_payload(ds, stats, problems, labels)
+    return {
+        "title": title,
+        "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "runs": ds.run_ids,
+        "sections": SECTIONS if history is not None else SECTIONS[:-1],
+        "counts": {"environments": len(labels),
+                   "models": len({*stats["model"], *problems["model"].dropna()}),
+                   "formats": len({*stats["format"], *problems["format"].dropna()}),
+                   "cells": int(stats["load_median"].notna().sum()),
+                   "problems": len(problems)},
+        "headline": headline, "wins": wins, "mode": mode,
+        "heat_maps": figures.heat_maps(stats, problems, formats, mode),
+        "bar_groups": figures.bar_groups(stats, formats),
+        "ladder": figures.ladder(stats, formats, mode),
+        "sizes": tables.sizes(stats, formats),
+        "artifacts": tables.artifacts(stats),
+        "load_times": tables.load_times(stats, formats),
+        "runtime": tables.runtime(stats),
+        "parity": tables.parity(stats, formats),
+        "environments": tables.environments(environments),
+        "problems": tables.problem_rows(problems, ds.problems),
+        "noise": tables.noise(stats),
+        "pairs_json": embed_json(pairs),
+        "pairs_table": Table(["Model", "Format", "Cache", "A", "B", "Change", "p", "Note"],
+                             numeric=frozenset({3, 4, 5, 6})),
+        "scipy": pairs["p"] is not None,
+        "history": None if history is None else figures.history_table(history),
+    }
+
+
+def _template() -> jinja2.Template:
+    env = jinja2.Environment(loader=jinja2.PackageLoader("matrix", "templates"),
+                             autoescape=True, undefined=jinja2.StrictUndefined,
+                             trim_blocks=True, lstrip_blocks=True)
+    return env.get_template("report.html.j2")
+
+
+def write_report(ds: Dataset, stats: pd.DataFrame, problems: pd.DataFrame, out_dir: Path,
+                 title: str, history: pd.DataFrame | None = None) -> Path:
+    """Render the report of `ds` to `<out_dir>/index.html` and return that path."""
+    html = _template().render(**_context(ds, stats, problems, title, history))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "index.html"
+    path.write_text(html, encoding="utf-8")
+    return path

@@ -1,0 +1,140 @@
+"""Inputs of the report tests: one real harness run, and copies of its records rewritten.
+
+The harness runs once per test session (its records are cached under pytest's session temp
+folder), since it takes about a minute. A second run, a second environment and hostile names are
+made by rewriting copies of those real records: a second TensorFlow image or a user's model file
+named `<script>…` cannot be had here, but the records they would produce have exactly this shape.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pandas as pd
+
+from matrix.dataset import Dataset, cell_problems, cell_stats, load_runs
+from matrix.history import series_frame
+from matrix.report import write_report
+from tests.harness_helpers import ROOT
+
+ENV_ID = "local-test"
+MODEL = "dense-10k"
+SCRIPT_NAME = "<script>alert(1)</script>"
+IMG_NAME = "<img src=x onerror=window.__xss=1>"
+HOSTILE_REASON = "</script><script>window.__xss=2</script> in stderr"
+SLOWDOWN = 1.3
+Record = dict
+
+HARNESS_ARGS = ["--models", MODEL, "--formats", "h5,tflite", "--cache", "warm,cold-model",
+                "--repeats", "3", "--warmup", "0"]
+
+
+def real_run(base: Path, run_id: str = "rep-a") -> Path:
+    """The folder of one real harness run (made on first use, then reused)."""
+    out = base / run_id
+    records = out / f"{ENV_ID}.jsonl"
+    if records.exists() and '"kind": "done"' in records.read_text():
+        return out
+    cmd = [sys.executable, "-m", "harness", "run", "--out", str(out), "--run-id", run_id,
+           "--env-id", ENV_ID, *HARNESS_ARGS]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out
+
+
+def _read(path: Path) -> list[Record]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _write(path: Path, records: list[Record]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+
+
+def _later(iso: str, days: int) -> str:
+    return (datetime.fromisoformat(iso) + timedelta(days=days)).isoformat()
+
+
+def _renamed(records: list[Record], model: str) -> list[Record]:
+    """The artifact and trial records of the run again, under another model name."""
+    out = []
+    for r in records:
+        if r["kind"] in ("artifact", "trial"):
+            cell = r["cell_id"].split("/")
+            out.append({**r, "model": model, "cell_id": "/".join([cell[0], model, *cell[2:]])})
+    return out
+
+
+def _rewritten(records: list[Record], change: Callable[[Record], Record]) -> list[Record]:
+    return [change(dict(r)) for r in records]
+
+
+def derived_run(real: Path, out: Path) -> Path:
+    """A later run: the same environment 30 % slower, with hostile model names and a second
+    environment that uses tf-keras (so the pair view must call it not comparable)."""
+    records = _read(real / f"{ENV_ID}.jsonl")
+
+    def next_night(r: Record) -> Record:
+        r["run_id"] = out.name
+        r["time"] = _later(r["time"], 1)
+        if r["kind"] == "environment":
+            r["started"] = _later(r["started"], 1)
+        if r["kind"] == "trial" and r.get("load_s") is not None:
+            r["load_s"] *= SLOWDOWN
+        return r
+
+    slower = _rewritten(records, next_night)
+    body, done = slower[:-1], slower[-1:]
+    _write(out / f"{ENV_ID}.jsonl",
+           body + _renamed(slower, SCRIPT_NAME) + _renamed(slower, IMG_NAME) + done)
+
+    def tf_keras(r: Record) -> Record:
+        r["env_id"] = f"{ENV_ID}-tfkeras"
+        r["cell_id"] = r.get("cell_id", "").replace(ENV_ID, r["env_id"], 1)
+        if r["kind"] == "environment":
+            r["keras_impl"] = "tf-keras"
+        return r
+
+    other = _rewritten(slower, tf_keras)
+    common = {k: other[0][k] for k in ("schema_version", "run_id", "env_id", "time")}
+    failure = {**common, "kind": "failure", "scope": "model", "model": SCRIPT_NAME,
+               "reason": HOSTILE_REASON}
+    _write(out / f"{ENV_ID}-tfkeras.jsonl", [*other[:-1], failure, *other[-1:]])
+    return out
+
+
+@dataclass
+class Inputs:
+    """What `matrix report` hands to `write_report` for the real run and its derived run."""
+
+    ds: Dataset
+    stats: pd.DataFrame
+    problems: pd.DataFrame
+    history: pd.DataFrame
+
+
+def report_inputs(base: Path) -> Inputs:
+    """The real run (made once under `base`) merged with its derived run."""
+    real = real_run(base)
+    derived = base / "rep-b"
+    if not derived.exists():
+        derived_run(real, derived)
+    ds = load_runs([real, derived])
+    stats = cell_stats(ds)
+    return Inputs(ds, stats, cell_problems(ds), series_frame(ds))
+
+
+def build_report(base: Path) -> Path:
+    """The full report (with history) of `report_inputs(base)`, written once under `base`."""
+    report = base / "report" / "index.html"
+    if report.exists():
+        return report
+    got = report_inputs(base)
+    return write_report(got.ds, got.stats, got.problems, report.parent,
+                        f"Report of {SCRIPT_NAME}", history=got.history)

@@ -1,0 +1,135 @@
+"""The HTML report, built from real harness records merged by `load_runs` (no hand-made tables).
+
+The page's behaviour in a browser is tested in test_report_browser.py; here, the file itself:
+sections, size, that it asks nothing of the network and that hostile names stay text.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from matrix.report import SECTIONS, write_report
+from matrix.report_charts import heat_map
+from matrix.report_pairs import embed_json
+from matrix.report_text import count, seconds, size
+from tests.report_inputs import (
+    ENV_ID,
+    HOSTILE_REASON,
+    IMG_NAME,
+    MODEL,
+    SCRIPT_NAME,
+    Inputs,
+    build_report,
+    report_inputs,
+)
+
+pytestmark = pytest.mark.slow  # one real harness run (about a minute), shared by the session
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.getbasetemp() / "report-inputs"
+
+
+@pytest.fixture(scope="module")
+def inputs(base: Path) -> Inputs:
+    return report_inputs(base)
+
+
+@pytest.fixture(scope="module")
+def html(base: Path, inputs: Inputs) -> str:
+    return build_report(base).read_text(encoding="utf-8")
+
+
+def _pairs(html: str) -> dict:
+    found = re.search(r'<script type="application/json" id="pairs-data">(.*?)</script>', html,
+                      re.S)
+    assert found, "the pair view's data is missing"
+    return json.loads(found.group(1))
+
+
+def test_every_section_is_there(html: str) -> None:
+    for section, _ in SECTIONS:
+        assert f'<section id="{section}">' in html
+    assert html.count('<svg class="chart"') >= 5  # heat maps, bars, ladder, sparklines
+    assert "cold-model" in html and "no <code>cold</code> measurements" in html
+
+
+def test_size_is_small(html: str) -> None:
+    assert len(html.encode()) < 10 * 1024 * 1024
+
+
+def test_nothing_is_fetched_from_elsewhere(html: str) -> None:
+    assert not re.search(r"""(?:src|href|action|srcset)\s*=\s*["']?\s*(?:https?:)?//""", html,
+                         re.I)
+    assert not re.search(r"url\(|@import|<link|<iframe", html, re.I)
+    assert "default-src 'none'" in html  # the browser itself refuses any fetch
+
+
+def test_hostile_names_stay_text(html: str) -> None:
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "&lt;img src=x onerror=window.__xss=1&gt;" in html
+    for raw in (SCRIPT_NAME, IMG_NAME, "<script>alert", "<img", "<script>window"):
+        assert raw not in html
+    # Exactly the report's own two scripts: the pair data and the page's code.
+    assert html.count("<script") == html.count("</script>") == 2
+    assert "&lt;/script&gt;&lt;script&gt;window.__xss=2" in html  # the failure's reason
+
+
+def test_pair_view_data(html: str) -> None:
+    pairs = _pairs(html)
+    assert pairs["envs"] == [f"{ENV_ID} · rep-a", f"{ENV_ID} · rep-b", f"{ENV_ID}-tfkeras"]
+    assert {tuple(r) for r in pairs["rows"]} >= {
+        (m, f, c) for m in (MODEL, SCRIPT_NAME, IMG_NAME) for f in ("h5", "tflite")
+        for c in ("warm", "cold-model")}
+    row = pairs["rows"].index([MODEL, "h5", "warm"])
+    a, b, other = (cells[row] for cells in pairs["cells"])
+    assert b["median"] == pytest.approx(a["median"] * 1.3)
+    assert a["eviction"] == b["eviction"] == "read" and a["keras"] == "keras3"
+    assert other["keras"] == "tf-keras"
+    if importlib.util.find_spec("scipy"):
+        assert 0 < pairs["p"]["0,1"][row] <= 1
+    else:
+        assert pairs["p"] is None
+    assert pairs["cells"][0][pairs["rows"].index([SCRIPT_NAME, "h5", "warm"])] is None
+
+
+def test_problems_list_the_failure_with_its_reason(html: str) -> None:
+    problems = html[html.index('<section id="problems">'):html.index('<section id="noise">')]
+    assert "failure" in problems or "error" in problems
+    assert HOSTILE_REASON.replace("<", "&lt;").replace(">", "&gt;") in problems
+
+
+def test_headline_names_a_fastest_format(html: str, inputs: Inputs) -> None:
+    headline = html[html.index('<section id="headline">'):html.index('<section id="heatmap">')]
+    fastest = inputs.stats.loc[inputs.stats.groupby(["env_id", "model", "cache_mode"])[
+        "load_median"].idxmin(), "format"]
+    for fmt in set(fastest):
+        assert f'<b class="win">{fmt}</b>' in headline
+
+
+def test_history_is_optional(inputs: Inputs, tmp_path: Path) -> None:
+    path = write_report(inputs.ds, inputs.stats, inputs.problems, tmp_path / "r", "no history")
+    text = path.read_text()
+    assert path == tmp_path / "r" / "index.html"
+    assert '<section id="history">' not in text and 'href="#history"' not in text
+
+
+def test_units_fit_the_value() -> None:
+    assert [seconds(v) for v in (2.5, 0.0123, 4.56e-6, None)] == ["2.5 s", "12.3 ms",
+                                                                  "4.56 µs", "—"]
+    assert [size(v) for v in (512, 70_896, 3.5e9)] == ["512 B", "70.9 kB", "3.5 GB"]
+    assert count(9922) == "9.92k"
+
+
+def test_svg_and_json_escape_what_they_embed() -> None:
+    svg = heat_map(["<b>env</b>"], ["h5"], {}, seconds, "x")
+    assert "<b>" not in svg and "&lt;b&gt;env&lt;/b&gt;" in svg
+    embedded = embed_json({"name": "</script><script>x()</script>&"})
+    assert "<" not in embedded and ">" not in embedded and "&" not in embedded
+    assert json.loads(str(embedded)) == {"name": "</script><script>x()</script>&"}
