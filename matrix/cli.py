@@ -6,6 +6,7 @@ reads the annotations at runtime, and they must work on Python 3.9.
 """
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -318,50 +319,39 @@ def run(
     raise typer.Exit(int(code))
 
 
-@app.command(epilog=PLAN_EXIT_CODES)
-def render(
-    config: ConfigOption = None,
-    tf: TfOption = None,
-    py: PyOption = None,
-    cpu: CpuOption = False,
-    gpu: GpuOption = False,
-    both: BothOption = False,
-    keras: KerasOption = None,
-    only: OnlyOption = None,
-    skip: SkipOption = None,
-    build_dir: BuildDirOption = Path("build"),
-) -> None:
-    """Write each environment's Dockerfile and build context under BUILD_DIR/<env-id>/."""
-    overrides = _axis_overrides(tf, py, cpu, gpu, both, keras, only, skip)
-    try:
-        matrix, _source = workflow.load(config, overrides)
-        code = workflow.render_all(matrix, build_dir, _console())
-    except MatrixError as exc:
-        raise _fail(exc) from None
-    raise typer.Exit(int(code))
+def _build_step(name: str, step: Callable[..., int], epilog: str) -> None:
+    """Register `matrix NAME`: a step over the planned environments that writes to BUILD_DIR.
+
+    `render` and `build` take the same flags and differ only in the step, so one definition
+    serves both (typer reads the flags from this signature).
+    """
+
+    def command(
+        config: ConfigOption = None,
+        tf: TfOption = None,
+        py: PyOption = None,
+        cpu: CpuOption = False,
+        gpu: GpuOption = False,
+        both: BothOption = False,
+        keras: KerasOption = None,
+        only: OnlyOption = None,
+        skip: SkipOption = None,
+        build_dir: BuildDirOption = Path("build"),
+    ) -> None:
+        overrides = _axis_overrides(tf, py, cpu, gpu, both, keras, only, skip)
+        try:
+            matrix, _source = workflow.load(config, overrides)
+            code = step(matrix, build_dir, _console())
+        except MatrixError as exc:
+            raise _fail(exc) from None
+        raise typer.Exit(int(code))
+
+    command.__doc__ = step.__doc__
+    app.command(name=name, epilog=epilog)(command)
 
 
-@app.command(epilog=EXIT_CODES)
-def build(
-    config: ConfigOption = None,
-    tf: TfOption = None,
-    py: PyOption = None,
-    cpu: CpuOption = False,
-    gpu: GpuOption = False,
-    both: BothOption = False,
-    keras: KerasOption = None,
-    only: OnlyOption = None,
-    skip: SkipOption = None,
-    build_dir: BuildDirOption = Path("build"),
-) -> None:
-    """Build every environment's image, reusing any whose content hash is unchanged."""
-    overrides = _axis_overrides(tf, py, cpu, gpu, both, keras, only, skip)
-    try:
-        matrix, _source = workflow.load(config, overrides)
-        code = workflow.build_all(matrix, build_dir, _console())
-    except MatrixError as exc:
-        raise _fail(exc) from None
-    raise typer.Exit(int(code))
+_build_step("render", workflow.render_all, PLAN_EXIT_CODES)
+_build_step("build", workflow.build_all, EXIT_CODES)
 
 
 @app.command(epilog=REPORT_EXIT_CODES)
