@@ -7,12 +7,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test lint bench clean docker-ready
+.PHONY: run test lint bench clean docker-ready systemd-analyze-ready
 
 run: $(STAMP)
-	$(BIN)/matrix run --backend local
+	$(BIN)/matrix run --backend venv
 
-test: $(STAMP) docker-ready
+test: $(STAMP) docker-ready systemd-analyze-ready
 	tests/ensure-chromium.sh
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
@@ -20,6 +20,12 @@ test: $(STAMP) docker-ready
 # The container tests need an engine and the locally built Debian base image (no registry).
 docker-ready:
 	dockerfiles/base/ensure-docker.sh
+
+# tests/test_schedule.py checks the units `matrix schedule --emit systemd` writes with
+# systemd-analyze (Debian's systemd package; only installed, nothing is started).
+systemd-analyze-ready:
+	command -v systemd-analyze >/dev/null || { $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd; }
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

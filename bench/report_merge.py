@@ -5,7 +5,9 @@ The records are SYNTHETIC: generated here with the fields and shapes docs/record
 normal load times, some unsupported and invalid cells, a sweep manifest), because timing a real
 sweep of that size would take days. They exercise the same code paths a real sweep's records do.
 Printed: seconds for `load_runs`, `cell_stats` + `cell_problems`, and `write_report` (if the
-report module is importable), and the HTML file's size. Target: <= 5 s in total.
+report module is importable; it includes importing scipy, ~1 s, as `matrix report` does), the
+HTML file's size, and the host's load average (on a shared machine, figures are only comparable
+at a similar load). Target: <= 5 s in total.
 
 Usage: python bench/report_merge.py [--records 100000]
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import sys
 import tempfile
@@ -143,6 +146,7 @@ def main() -> None:
         print(f"write_report         {done - computed:6.2f} s  "
               f"({path.stat().st_size / 1e6:.2f} MB HTML)")
         print(f"total                {done - start:6.2f} s  (target <= 5 s)")
+        print("load average         {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
 
 
 if __name__ == "__main__":

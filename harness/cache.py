@@ -112,55 +112,6 @@ def drop_all_caches() -> None:
         handle.write("3\n")
 
 
-# Set by the orchestrator when it can drop the host's page cache for a container that may not:
-# the folder (on a shared mount) where the harness asks for a drop and waits for the answer.
-HOST_DROP_ENV = "HARNESS_HOST_DROP_DIR"
-HOST_DROP_TIMEOUT_S = 120
-
-
-def request_host_drop(folder: str) -> None:
-    """Ask the orchestrator on the host to drop the page cache, and wait until it has.
-
-    A container shares the host's kernel and page cache but may not write /proc/sys; root on the
-    host may. The request is a file the orchestrator polls for; its answer is a `.done` file.
-    """
-    name = os.path.join(folder, f"{os.getpid()}-{time.monotonic_ns()}")
-    os.makedirs(folder, exist_ok=True)
-    with open(f"{name}.tmp", "w") as handle:
-        handle.write("drop\n")
-    os.replace(f"{name}.tmp", f"{name}.request")
-    deadline = time.monotonic() + HOST_DROP_TIMEOUT_S
-    while not os.path.exists(f"{name}.done"):
-        if time.monotonic() > deadline:
-            raise OSError(f"the host did not drop the page cache within {HOST_DROP_TIMEOUT_S} s")
-        time.sleep(0.01)
-    with open(f"{name}.done") as handle:
-        answer = handle.read().strip()
-    os.remove(f"{name}.done")
-    if answer != "ok":
-        raise OSError(f"the host refused to drop the page cache: {answer}")
-
-
-def serve_host_drops(folder: str) -> int:
-    """Host side: answer every pending request in `folder`; returns how many were answered."""
-    try:
-        requests = [n for n in os.listdir(folder) if n.endswith(".request")]
-    except FileNotFoundError:
-        return 0
-    for request in requests:
-        base = os.path.join(folder, request[: -len(".request")])
-        try:
-            drop_all_caches()
-            answer = "ok"
-        except OSError as exc:
-            answer = str(exc)
-        os.remove(f"{base}.request")
-        with open(f"{base}.tmp", "w") as handle:
-            handle.write(answer + "\n")
-        os.replace(f"{base}.tmp", f"{base}.done")
-    return len(requests)
-
-
 def io_floor(files: list[str]) -> tuple[float | None, float]:
     """Time a plain sequential read of all bytes from an evicted cache.
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import socket
 import sys
 from importlib import metadata
@@ -78,6 +79,23 @@ def _mounts() -> list[tuple[str, str, str, str]]:
     return found
 
 
+_CONTAINER_ID = re.compile(r"[0-9a-f]{64}")
+
+
+def container_id() -> str | None:
+    """The id of the container this process runs in; None outside one.
+
+    The engine bind-mounts each container's own /etc/hostname from a folder named after the
+    container (Docker: /var/lib/docker/containers/<id>/hostname; Podman: …/<id>/userdata/),
+    so, unlike the hostname, it tells two containers apart whatever flags started them.
+    """
+    for root, point, _fstype, _source in _mounts():
+        if point == "/etc/hostname":
+            found = _CONTAINER_ID.search(root)
+            return found.group(0) if found else None
+    return None
+
+
 def _root_mount_source() -> str:
     return next((source for _r, point, _f, source in _mounts() if point == "/"), "")
 
@@ -115,6 +133,7 @@ def machine() -> dict[str, object]:
         "memory_gb": _memory_gb(),
         "hostname": socket.gethostname(),
         "in_container": in_container(),
+        "container_id": container_id(),
     }
 
 

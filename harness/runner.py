@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness import __version__, cache, envinfo
+from harness import __version__, cache, envinfo, hostcalls
 from harness.catalog import ModelSpec, parse_model
 from harness.formats import FORMATS, artifacts_for
 from harness.records import RecordWriter, append_event, utc_now
@@ -25,6 +25,9 @@ from harness.save_worker import ABORT_ENV
 
 SAVE_TIMEOUT_S = 3600
 TRIAL_TIMEOUT_S = 900
+HOST_DROP_TIMEOUT_S = 120
+# A trial in its own container also waits for the host to start it and remove it afterwards.
+CONTAINER_MARGIN_S = 120
 STDERR_TAIL_LINES = 6
 COLD_REFUSED = ("dropping the whole page cache needs root with a writable /proc/sys: run as "
                 "root; in a container, run `matrix` as root on the Docker host (it drops the "
@@ -71,13 +74,21 @@ class ModelArtifacts:
     saved: dict[str, Saved] = field(default_factory=dict)
 
 
-def _child_env() -> dict[str, str]:
-    """Children find this harness even when it is not installed, and log less noise."""
-    env = dict(os.environ)
+def _child_overrides() -> dict[str, str]:
+    """Children find this harness even when it is not installed, and log less noise.
+
+    Only these variables, not this process's whole environment, go to a trial container: it
+    starts from the same image, and its own HOSTNAME and the like must stay its own.
+    """
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    return env
+    path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
+    return {"PYTHONPATH": path,
+            "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+
+
+def _child_env() -> dict[str, str]:
+    """This process's environment for a child process, with `_child_overrides`."""
+    return {**os.environ, **_child_overrides()}
 
 
 def _tail(text: str) -> str:
@@ -102,6 +113,8 @@ class Run:
         self.writer = RecordWriter(os.path.join(opts.out, f"{opts.env_id}.jsonl"),
                                    opts.run_id, opts.env_id)
         self.drop_via = _drop_route()
+        # container: the host starts a fresh container for every trial (matrix --isolation).
+        self.isolation = "container" if hostcalls.offered("trial") else "process"
         self._import_libs: dict[str, list[str]] = {}
 
     # ---- plan & environment ------------------------------------------------------------------
@@ -245,7 +258,7 @@ class Run:
         Returns (eviction method, resident fraction, reason the trial is invalid or "").
         """
         if mode == "cold" and self.drop_via == "host":
-            cache.request_host_drop(os.environ[cache.HOST_DROP_ENV])
+            hostcalls.call_host("drop", HOST_DROP_TIMEOUT_S)
             method = "host-drop_caches"
         elif mode == "cold":
             cache.drop_all_caches()
@@ -264,23 +277,37 @@ class Run:
         return method, resident, ""
 
     def _spawn_trial(self, fmt: str, saved: Saved, inputs: str, loads: int) -> dict[str, Any]:
-        with tempfile.TemporaryDirectory(prefix="trial-") as tmp:
+        # In its own container the worker writes its result where the host's mount reaches.
+        shared = hostcalls.calls_dir() if self.isolation == "container" else None
+        with tempfile.TemporaryDirectory(prefix="trial-", dir=shared) as tmp:
             result_path = os.path.join(tmp, "result.json")
             argv = [sys.executable, "-m", "harness.trial_worker", "--format", fmt,
                     "--artifact", saved.path, "--input", inputs, "--reference", saved.reference,
                     "--inference-runs", str(self.opts.inference_runs), "--loads", str(loads),
                     "--result", result_path]
-            env = _child_env()
-            env.pop(ABORT_ENV, None)
             try:
-                proc = subprocess.run(argv, capture_output=True, text=True, env=env,
-                                      timeout=TRIAL_TIMEOUT_S)
+                returncode, stderr = self._run_worker(argv)
             except subprocess.TimeoutExpired:
                 return {"error": f"trial timed out after {TRIAL_TIMEOUT_S} s"}
+            except hostcalls.HostCallError as exc:
+                return {"error": f"trial container: {exc}"}
             if os.path.exists(result_path):
                 with open(result_path) as handle:
                     return json.load(handle)
-            return {"error": f"{_death(proc.returncode)}: {_tail(proc.stderr)}"}
+            return {"error": f"{_death(returncode)}: {_tail(stderr)}"}
+
+    def _run_worker(self, argv: list[str]) -> tuple[int, str]:
+        """(exit code, stderr) of the trial worker: a child process, or a fresh container."""
+        if self.isolation == "container":
+            answer = hostcalls.call_host("trial", TRIAL_TIMEOUT_S + CONTAINER_MARGIN_S,
+                                         argv=argv, env=_child_overrides(),
+                                         timeout_s=TRIAL_TIMEOUT_S)
+            return int(answer["exit_code"]), str(answer["stderr"])
+        env = _child_env()
+        env.pop(ABORT_ENV, None)
+        proc = subprocess.run(argv, capture_output=True, text=True, env=env,
+                              timeout=TRIAL_TIMEOUT_S)
+        return proc.returncode, proc.stderr
 
     def trial(self, arts: ModelArtifacts, fmt: str, mode: str, rnd: int, order: int,
               process: str = "fresh") -> None:
@@ -290,7 +317,8 @@ class Run:
         suffix = "reused" if process == "reused" else mode
         base = {"cell_id": f"{self.opts.env_id}/{arts.spec.slug}/{fmt}/{suffix}",
                 "model": arts.spec.slug, "format": fmt, "cache_mode": mode, "process": process,
-                "round": rnd, "order": order, "import_target": target}
+                "round": rnd, "order": order, "import_target": target,
+                "isolation": self.isolation}
         loads = self._rounds() if process == "reused" else 1
         phase = "warmup" if rnd < self.opts.warmup else "measure"
         method, resident, invalid = self._prepare_cache(mode, saved.files)
@@ -301,7 +329,8 @@ class Run:
         base.update(eviction=method, resident_before=resident,
                     import_libs_resident_before=libs_resident)
         result = self._spawn_trial(fmt, saved, arts.input, loads)
-        common = {k: result.get(k) for k in ("import_s", "peak_rss_mb", "tflite_runtime")}
+        common = {k: result.get(k) for k in ("import_s", "peak_rss_mb", "tflite_runtime",
+                                             "container_id")}
         if "error" in result:
             self.writer.write("trial", status="error", reason=result["error"], phase=phase,
                               **base, **common)
@@ -381,7 +410,7 @@ def _drop_route() -> str | None:
     """Who drops the page cache for `cold` trials: this process, the host on request, or nobody."""
     if cache.drop_caches_allowed():
         return "local"
-    if os.environ.get(cache.HOST_DROP_ENV):
+    if hostcalls.offered("drop"):
         return "host"
     return None
 

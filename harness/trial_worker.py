@@ -97,6 +97,9 @@ def main(argv: list[str]) -> int:
         last = traceback.format_exception_only(type(exc), exc)[-1].strip()
         result["error"] = last
     result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    from harness.envinfo import container_id  # only now: nothing extra before the clocks
+
+    result["container_id"] = container_id()
     dump_json(args.result, result)
     return 3 if "error" in result else 0
 

@@ -20,6 +20,7 @@ from harness.catalog import CACHE_MODES, FORMATS
 from matrix import workflow
 from matrix.environments import Environment, Skipped, expand
 from matrix.errors import ConfigError, ExitCode, MatrixError
+from matrix.lock import run_lock
 from matrix.stats import ALPHA, THRESHOLD
 
 EXIT_CODES = "\n".join(
@@ -29,6 +30,7 @@ EXIT_CODES = "\n".join(
         "1  some cell has status error (all records are still written)",
         "2  configuration error: bad matrix file or flag, nothing ran",
         "3  the backend could not run the harness (e.g. TensorFlow not installed)",
+        "4  another `matrix run` is using the results folder (its lock): nothing ran",
         "130  interrupted (the records written so far are kept)",
     ]
 )
@@ -57,6 +59,31 @@ PLAN_EXIT_CODES = "\n".join(
         "Exit codes:",
         "0  the plan was printed (skipped cells are listed, not an error)",
         "2  configuration error: bad matrix file or flag",
+    ]
+)
+
+DOCTOR_EXIT_CODES = "\n".join(
+    [
+        "Exit codes:",
+        "0  no check failed (a warning says what will be skipped or slower, and its fix)",
+        "3  some check failed: its line says what this host cannot do and how to fix it",
+    ]
+)
+
+PRUNE_EXIT_CODES = "\n".join(
+    [
+        "Exit codes:",
+        "0  the older runs were removed (or, with --dry-run, listed)",
+        "2  configuration error: a bad flag or no such results folder",
+        "4  a `matrix run` is using the results folder: nothing was removed",
+    ]
+)
+
+SCHEDULE_EXIT_CODES = "\n".join(
+    [
+        "Exit codes:",
+        "0  the schedule was written (and printed)",
+        "2  configuration error: a bad time, output kind, flag or matrix file; nothing written",
     ]
 )
 
@@ -113,6 +140,20 @@ AlphaOption = Annotated[
 SkipOption = Annotated[
     Optional[str],
     typer.Option("--skip", help="Comma-separated globs over environment ids, e.g. 'tf2.2-*-gpu'."),
+]
+
+BackendOption = Annotated[
+    Optional[str],
+    typer.Option(help="local (this interpreter's TensorFlow), docker (one image per environment), "
+                 "venv (one virtual environment per environment, from this host's Pythons) or "
+                 "auto (docker when a daemon answers, else venv). Default: the matrix file's.",
+                 show_default=False),
+]
+# Jobs of a fanned-out sweep (`matrix schedule --emit github`) share one run id.
+RunIdOption = Annotated[
+    Optional[str],
+    typer.Option(help="Name this run (default: its UTC start time and a random suffix). Jobs "
+                 "of a fanned-out sweep pass the same id, so their records form one run."),
 ]
 
 app = typer.Typer(
@@ -205,14 +246,7 @@ def _print_plan(environments: list[Environment], skipped: list[Skipped], console
 @app.command(epilog=EXIT_CODES)
 def run(
     config: ConfigOption = None,
-    backend: Annotated[
-        Optional[str],
-        typer.Option(
-            help="local (this interpreter's TensorFlow), docker (one image per environment) or "
-            "auto (docker when a daemon answers, else local). Default: the matrix file's.",
-            show_default=False,
-        ),
-    ] = None,
+    backend: BackendOption = None,
     allow_cache_drop: Annotated[
         bool,
         typer.Option(
@@ -222,7 +256,17 @@ def run(
     ] = False,
     resume: Annotated[
         Optional[str],
-        typer.Option(help="Docker: continue run RUN_ID, skipping environments already complete."),
+        typer.Option(help="Docker, venv: continue run RUN_ID, skipping environments already "
+                     "complete."),
+    ] = None,
+    run_id: RunIdOption = None,
+    isolation: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Docker: process (a fresh process per trial in the environment's container) or "
+            "container (a fresh container per trial). Default: the matrix file's.",
+            show_default=False,
+        ),
     ] = None,
     build_dir: BuildDirOption = Path("build"),
     models: Annotated[
@@ -300,6 +344,7 @@ def run(
             "seed": seed,
             "weights": weights,
             "results_dir": results_dir,
+            "isolation": isolation,
         }.items()
         if value is not None
     }
@@ -309,11 +354,18 @@ def run(
     console = _console()
     try:
         matrix, source = workflow.load(config, overrides)
-        if workflow.choose_backend(matrix, console) == "docker":
-            code = workflow.run_docker(matrix, source, console, build_dir, allow_cache_drop,
-                                       resume, html)
+        plan = workflow.plan_run(matrix, run_id, resume)
+        chosen = workflow.choose_backend(matrix, console)
+        # Checked before the lock: a backend that cannot run leaves no results folder behind.
+        if chosen == "local":
+            local = workflow.local_backend()
         else:
-            code = workflow.run_local(matrix, source, console, html)
+            provisioner = workflow.provisioner_for(chosen, build_dir, allow_cache_drop)
+        with run_lock(matrix.results_dir, run_id=plan.run_id):
+            if chosen == "local":
+                code = workflow.run_local(plan, local, source, console, html)
+            else:
+                code = workflow.run_sweep(plan, source, console, provisioner, html)
     except MatrixError as exc:
         raise _fail(exc) from None
     raise typer.Exit(int(code))
@@ -472,6 +524,84 @@ def history(
     console = _console()
     console.print(render(frame, latest_changes(ds, frame), last))
 
+
+@app.command(epilog=DOCTOR_EXIT_CODES)
+def doctor(
+    results_dir: ResultsDirOption = Path("results"),
+    reports_dir: Annotated[
+        Path, typer.Option(help="Where reports are written (its free space is checked).")
+    ] = Path("reports"),
+) -> None:
+    """Check what this host can run and how to fix what it cannot, on one screen.
+
+    Docker and its NVIDIA runtime, how `cold` trials drop the page cache, mincore/fadvise,
+    free disk, the Pythons and TF releases for the venv backend, uv, and the package index.
+    """
+    from matrix.doctor import exit_code, render, run_checks, summary
+
+    checks = run_checks(results_dir, reports_dir)
+    console = _console()
+    console.print(render(checks))
+    console.print(escape(summary(checks)))
+    raise typer.Exit(int(exit_code(checks)))
+
+
+@app.command(epilog=PRUNE_EXIT_CODES)
+def prune(
+    keep: Annotated[int, typer.Option(help="How many of the newest runs to keep (>= 1).",
+                                      show_default=False)],
+    results_dir: ResultsDirOption = Path("results"),
+    reports_dir: Annotated[
+        Path, typer.Option(help="Where `matrix report` wrote the runs' reports (its --out).")
+    ] = Path("reports"),
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Only list what would be removed.")
+    ] = False,
+) -> None:
+    """Delete every run but the newest N: run folders, their reports and Docker volumes.
+
+    Refused while a `matrix run` holds the results folder; the report `latest` points to stays.
+    """
+    from matrix.prune import prune as prune_runs
+
+    try:
+        prune_runs(results_dir, reports_dir, keep, dry_run, _console())
+    except MatrixError as exc:
+        raise _fail(exc) from None
+
+@app.command(epilog=SCHEDULE_EXIT_CODES,
+             context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def schedule(
+    ctx: typer.Context,
+    nightly: Annotated[
+        str, typer.Option(help="Time of day, HH:MM on a 24-hour clock: this machine's local "
+                          "time for cron and systemd, UTC for github.", show_default=False)
+    ],
+    emit: Annotated[
+        str, typer.Option(help="cron (a crontab line), systemd (a .service and a .timer) or "
+                          "github (a GitHub Actions workflow).", show_default=False)
+    ],
+    out: Annotated[
+        Optional[Path], typer.Option(help="Where to write (default: build/schedule/, for "
+                                     "github .github/workflows/).", show_default=False)
+    ] = None,
+    workdir: Annotated[
+        Path, typer.Option(help="The project folder the nightly sweep runs in.")
+    ] = Path("."),
+) -> None:
+    """Run the same sweep every night: a crontab line, systemd units or a GitHub workflow.
+
+    Flags after these go to `matrix run` (e.g. --config, --tf, --only) and are checked now.
+    """
+    from matrix.schedule import make_schedule, write
+
+    root = ctx.find_root()
+    run_command, plan_command = (root.command.get_command(root, n) for n in ("run", "plan"))
+    try:
+        plan = make_schedule(nightly, emit, workdir, ctx.args, run_command, plan_command)
+        typer.echo("\n".join(write(plan, emit, out)))
+    except MatrixError as exc:
+        raise _fail(exc) from None
 
 def _fail(exc: MatrixError) -> typer.Exit:
     """An expected error: its one line on stderr, and the exit code of its kind."""

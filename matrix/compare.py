@@ -16,7 +16,7 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
-from matrix.dataset import ENVIRONMENT, Dataset, load_samples, measured
+from matrix.dataset import ENVIRONMENT, Dataset, distinct_values, load_samples, measured
 from matrix.stats import ALPHA, MIN_SAMPLES, THRESHOLD, judge
 from matrix.summary import ms
 
@@ -49,13 +49,13 @@ class Comparison:
 def cells(ds: Dataset) -> pd.DataFrame:
     """Per cell: its load-time samples and what it measured (`MEASURED_BY`, as sorted text)."""
     versions = ds.environments[[*ENVIRONMENT, "tensorflow", "keras_impl"]]
-    ok = measured(ds.trials).drop(columns=["tensorflow", "keras_impl"], errors="ignore")
-    ok = ok.merge(versions, on=ENVIRONMENT, how="left")
+    of_trials = [c for c in MEASURED_BY if c not in versions]  # eviction, TFLite runtime
+    ok = measured(ds.trials[[*ENVIRONMENT, *KEY[1:], *of_trials, "status", "phase", "process"]])
+    ways = ok[[*ENVIRONMENT, *KEY[1:], *of_trials]].drop_duplicates()  # a row per cell, mostly
+    ways = ways.merge(versions, on=ENVIRONMENT, how="left")
     frame = load_samples(ds, KEY)
     for name in MEASURED_BY:  # every distinct value, sorted: "fadvise, read" if they were mixed
-        values = ok[[*KEY, name]].dropna(subset=[name]).astype({name: str}).drop_duplicates()
-        joined = values.sort_values(name).groupby(KEY, dropna=False)[name].agg(", ".join)
-        frame = frame.merge(joined.reset_index(), on=KEY, how="left")
+        frame = frame.merge(distinct_values(ways, KEY, name, ", "), on=KEY, how="left")
     return frame.fillna({name: "" for name in MEASURED_BY})
 
 

@@ -34,7 +34,7 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 
 from harness.catalog import CACHE_MODES, FORMATS, check_choices, parse_model
-from matrix.compat import PYTHON_VERSION, load_table, minor_of
+from matrix.compat import PYTHON_VERSION, SAFE_LOADER, load_table, minor_of
 from matrix.errors import ConfigError
 
 CONFIG_FILE_NAME = "matrix.yaml"
@@ -78,7 +78,8 @@ class MatrixConfig(BaseModel):
     base_images: dict[str, str] = _builtin("base_images")
     only: tuple[str, ...] = _builtin("only")
     skip: tuple[str, ...] = _builtin("skip")
-    backend: Literal["local", "docker", "auto"] = _builtin("backend")
+    backend: Literal["local", "docker", "venv", "auto"] = _builtin("backend")
+    isolation: Literal["process", "container"] = _builtin("isolation")
 
     @field_validator(*_LISTS, mode="before")
     @classmethod
@@ -194,9 +195,14 @@ def load_config(
     for _, data in layers:
         merged.update(data)
     try:
-        return MatrixConfig.model_validate(merged)
+        config = MatrixConfig.model_validate(merged)
     except ValidationError as exc:
         raise ConfigError(_one_line(exc.errors()[0], layers)) from None
+    if config.isolation == "container" and config.backend in ("local", "venv"):
+        raise ConfigError(f"{_where('isolation', layers)}: container needs the docker backend "
+                          "(a fresh container per trial); use --backend docker, or "
+                          f"--isolation process with --backend {config.backend}")
+    return config
 
 
 @lru_cache(maxsize=1)
@@ -217,7 +223,7 @@ def _read_text(path: Path) -> str:
 def _read_yaml(label: str, text: str) -> dict[Any, Any]:
     """Parse one layer; a syntax error names the file and line, as an editor would."""
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=SAFE_LOADER)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{label}:{mark.line + 1}" if mark is not None else label
@@ -235,14 +241,18 @@ def _read_yaml(label: str, text: str) -> dict[Any, Any]:
 
 def _one_line(error: ErrorDetails, layers: list[tuple[str, dict[Any, Any]]]) -> str:
     """`file: key: problem` for a file value, `--flag: problem` for a command-line value."""
-    loc = error["loc"]
+    return f"{_where(error['loc'], layers)}: {_describe(error)}"
+
+
+def _where(loc: str | tuple[str | int, ...], layers: list[tuple[str, dict[Any, Any]]]) -> str:
+    """`--flag` when the key's value came from the command line, else `file: key[.sub]`."""
+    loc = (loc,) if isinstance(loc, str) else loc
     key = loc[0] if loc else ""
     source = next((label for label, data in reversed(layers) if key in data), BUILTIN_LABEL)
     if source == "":
-        flag = _FLAGS.get(str(key), str(key).replace("_", "-"))
-        return f"--{flag}: {_describe(error)}"
+        return f"--{_FLAGS.get(str(key), str(key).replace('_', '-'))}"
     path = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc)
-    return f"{source}: {path.lstrip('.')}: {_describe(error)}"
+    return f"{source}: {path.lstrip('.')}"
 
 
 def _describe(error: ErrorDetails) -> str:

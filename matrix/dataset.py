@@ -20,6 +20,7 @@ from itertools import repeat
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from matrix.records import MANIFEST, Record, read_jsonl
@@ -62,7 +63,7 @@ MEDIANS = {
 ARTIFACT_STATS = ["bytes", "files", "params", "save_s", "io_floor_s", "storage_kind"]
 NOISY_CV = 0.10  # above this coefficient of variation a median is flagged as noisy
 NOISY_N = 3  # fewer ok trials than this and the spread cannot be judged
-_SEVERITY = {"failed-environment": 0, "error": 1, "invalid": 2, "unsupported": 3}  # 0 = worst
+SEVERITY = {"failed-environment": 0, "error": 1, "invalid": 2, "unsupported": 3}  # 0 = worst
 
 
 @dataclass
@@ -118,17 +119,18 @@ def _load(run_dirs: Iterable[Path]) -> Dataset:
         manifest = _read_manifest(run_dir, problems)
         if manifest:
             manifests.append(manifest)
+        run_id = run_dir.name
         for path in sorted(run_dir.glob("*.jsonl")):
             found = read_jsonl(path)
             problems.extend(found.problems)
-            keys = {(r.get("run_id", run_dir.name), r.get("env_id")) for r in found.records}
+            for record in found.records:
+                record.setdefault("run_id", run_id)
+            keys = {(r["run_id"], r.get("env_id")) for r in found.records}
             again = [seen[k] for k in keys if k in seen]
             if again:
                 problems.append(f"{path}: skipped: same run and environment as {again[0]}")
                 continue
             seen.update(dict.fromkeys(keys, path))
-            for record in found.records:
-                record.setdefault("run_id", run_dir.name)
             records.extend(found.records)
             sources.extend(found.sources)
     return dataset_of(records, sources, manifests, problems)
@@ -226,6 +228,9 @@ def _read_manifest(run_dir: Path, problems: list[str]) -> dict[str, Any] | None:
 
 # ---- statistics ---------------------------------------------------------------------------------
 
+_MEASURED = ["status", "phase", "process"]  # the columns `measured` selects by
+
+
 def measured(trials: pd.DataFrame, process: str = "fresh") -> pd.DataFrame:
     """The trials statistics are made of: ok, `measure` phase, loaded by `process`."""
     keep = trials["status"].eq("ok") & trials["phase"].eq("measure") & trials["process"].eq(process)
@@ -245,7 +250,8 @@ def cell_stats(
     speed-ups against a baseline format and a baseline environment. `process="reused"` gives
     the same table for the repeated loads in one warm process.
     """
-    ok = _numeric(measured(ds.trials, process), ["load_s", *MEDIANS, "parity_max_abs_diff"])
+    numbers = ["load_s", *MEDIANS, "parity_max_abs_diff"]
+    ok = _numeric(measured(ds.trials[[*CELL, *numbers, *_MEASURED]], process), numbers)
     loads = ok.groupby(CELL, dropna=False)["load_s"]
     stats = pd.DataFrame({
         "n": loads.count(),
@@ -303,9 +309,30 @@ def _env_speedup(stats: pd.DataFrame, baseline_env: str | None) -> pd.Series:
 
 
 def load_samples(ds: Dataset, keys: list[str]) -> pd.DataFrame:
-    """The measured load times of each cell as one list per row, for the significance tests."""
-    ok = _numeric(measured(ds.trials), ["load_s"])
-    return ok.groupby(keys, dropna=False)["load_s"].agg(list).rename("samples").reset_index()
+    """The measured load times of each cell as one list per row, for the significance tests.
+
+    Cut from one sorted array: `agg(list)` makes a Series per group, seconds for a sweep.
+    """
+    ok = _numeric(measured(ds.trials[[*keys, "load_s", *_MEASURED]]), ["load_s"])
+    groups = ok.groupby(keys, dropna=False)
+    ids = groups.ngroup().to_numpy()
+    order = np.argsort(ids, kind="stable")
+    values = ok["load_s"].to_numpy()[order]
+    samples = np.split(values, np.flatnonzero(np.diff(ids[order])) + 1) if len(ok) else []
+    frame = groups.size().index.to_frame(index=False)
+    return frame.assign(samples=[part.tolist() for part in samples])
+
+
+def distinct_values(frame: pd.DataFrame, keys: list[str], column: str, sep: str) -> pd.DataFrame:
+    """Per group of `keys`, the distinct values of `column` as sorted text joined by `sep`
+    (a cell measured with two eviction methods says "fadvise, read"); missing values are
+    left out. A loop over the distinct rows: `agg(sep.join)` costs a Series per group."""
+    used = frame[[*keys, column]].dropna(subset=[column]).astype({column: str}).drop_duplicates()
+    found: dict[tuple, list[str]] = {}
+    for *key, value in zip(*(used[c].tolist() for c in [*keys, column])):
+        found.setdefault(tuple(key), []).append(value)
+    return pd.DataFrame([(*key, sep.join(sorted(values))) for key, values in found.items()],
+                        columns=[*keys, column])
 
 
 # ---- problems -----------------------------------------------------------------------------------
@@ -318,7 +345,7 @@ def cell_problems(ds: Dataset) -> pd.DataFrame:
     environment) and environments a sweep skipped. `trials` counts the trials of that status.
     """
     bad = ds.trials[ds.trials["status"].notna() & ds.trials["status"].ne("ok")]
-    bad = bad.sort_values("status", key=lambda s: s.map(_SEVERITY), kind="stable")
+    bad = bad.sort_values("status", key=lambda s: s.map(SEVERITY), kind="stable")
     by_cell = bad.groupby(CELL, dropna=False)
     trials = by_cell.agg(status=("status", "first"), reason=("reason", "first"))
     worst = bad["status"] == by_cell["status"].transform("first")

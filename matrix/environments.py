@@ -6,7 +6,7 @@ running — takes an `Environment` and nothing else, so what ran is exactly what
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
@@ -71,20 +71,23 @@ CPU_TEMPLATE = "cpu.Dockerfile.j2"
 GPU_TEMPLATE = "gpu.Dockerfile.j2"
 
 
-def expand(config: MatrixConfig) -> tuple[list[Environment], list[Skipped]]:
+def expand(config: MatrixConfig, pythons: Collection[str] | None = None,
+           ) -> tuple[list[Environment], list[Skipped]]:
     """Every tf x python x device x keras cell of `config`, as environments or skipped cells.
 
     Pure (no Docker, no disk beyond the shipped table), so `matrix plan` and CI fan-out are
     instant and testable. Both lists come in one stable order: TF, Python (numerically), device,
     keras. --only/--skip act last, on cells that could otherwise run; a cell that cannot exist
-    keeps its compatibility reason, which is the one a user can act on.
+    keeps its compatibility reason, which is the one a user can act on. `pythons`, when given,
+    are the only versions a backend can have (the host's, for venvs): `python: auto` then means
+    the newest of those the TF supports, rather than a version that is not there.
     """
     table = load_table()
     cells: list[Environment | Skipped] = []
     for spec in sorted(config.tf, key=version_key):
         entry, release = table.resolve(spec)
         pairs = {
-            (_auto_python(entry, device) if python == "auto" else python, device)
+            (_auto_python(entry, device, pythons) if python == "auto" else python, device)
             for python in config.python
             for device in config.device
         }
@@ -198,13 +201,15 @@ def _tf_requirement(release: str, device: str, entry: TfMinor) -> str:
     return f"tensorflow{extra}=={release}"
 
 
-def _auto_python(entry: TfMinor, device: str) -> str:
-    """The newest Python this TF minor can run on this device (for `python: auto`)."""
+def _auto_python(entry: TfMinor, device: str, pythons: Collection[str] | None) -> str:
+    """The newest Python this TF minor can run on this device (for `python: auto`), among
+    `pythons` when some of them qualify."""
     if _on_cuda_image(entry, device):
         return CUDA_IMAGE_PYTHON
     broken = entry.and_cuda.broken_python if device == "gpu" and entry.and_cuda else {}
     usable = [p for p in entry.python if p not in broken] or list(entry.python)
-    return usable[-1]
+    present = [p for p in usable if pythons is None or p in pythons]
+    return (present or usable)[-1]
 
 
 def _filter(cell: Environment | Skipped, config: MatrixConfig) -> Environment | Skipped:

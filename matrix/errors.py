@@ -18,6 +18,7 @@ class ExitCode(IntEnum):
     REGRESSION = 1  # `matrix compare`: a cell got slower (same value: each command has one use)
     CONFIG_ERROR = 2  # bad matrix.yaml or flag: nothing was run
     ENVIRONMENT_ERROR = 3  # the backend could not run the harness at all (e.g. no TensorFlow)
+    RESULTS_BUSY = 4  # another `matrix run` holds the results folder's lock: nothing was done
     INTERRUPTED = 130  # Ctrl-C: records written so far are kept (128 + SIGINT, as shells do)
 
 
@@ -37,3 +38,9 @@ class EnvironmentFailure(MatrixError):
     """The chosen backend cannot run the harness (missing TensorFlow, harness crashed)."""
 
     exit_code = ExitCode.ENVIRONMENT_ERROR
+
+
+class ResultsBusy(MatrixError):
+    """Another `matrix run` is writing the results folder; a nightly job can retry on code 4."""
+
+    exit_code = ExitCode.RESULTS_BUSY

@@ -58,7 +58,7 @@ def docker_client() -> docker.DockerClient:
         host = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
         raise EnvironmentFailure(
             f"cannot reach the Docker daemon at {host}: start it (e.g. 'sudo dockerd &' or "
-            "'systemctl start docker') or use --backend local"
+            "'systemctl start docker') or use --backend venv (no Docker needed)"
         ) from None
     return client
 

@@ -6,12 +6,15 @@ contract with `python -m harness run` (see docs/records.md) is written down once
 
 from __future__ import annotations
 
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 from matrix.config import MatrixConfig
+
+RUN_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}")  # a folder name, nothing more
 
 
 def new_run_id(now: datetime | None = None) -> str:

@@ -9,17 +9,19 @@ or escaped JSON; nothing is ever inserted as markup.
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import jinja2
+import numpy as np
 import pandas as pd
 
 from harness.catalog import CACHE_MODES, FORMATS
 from matrix import report_figures as figures
 from matrix import report_tables as tables
-from matrix.dataset import ARTIFACT, Dataset
+from matrix.dataset import ARTIFACT, CELL, ENVIRONMENT, Dataset, measured
 from matrix.report_pairs import embed_json, pair_payload
 from matrix.report_text import Table
 
@@ -54,10 +56,14 @@ def _with_env(frame: pd.DataFrame, labels: dict[tuple[str, str], str]) -> pd.Dat
     """A copy of `frame` with the `env` label column every section groups by.
 
     It is categorical in `labels` order (by run, then env id), so every grouping and sort lists
-    environments in the same order.
+    environments in the same order. Labels are looked up once per (run, env), as `frame` may
+    be the 10^5 trials of a sweep.
     """
-    names = [labels.get((str(r), str(e))) for r, e in zip(frame["run_id"], frame["env_id"])]
-    return frame.assign(env=pd.Categorical(names, categories=list(labels.values())))
+    position = {key: i for i, key in enumerate(labels)}
+    envs = frame.groupby(ENVIRONMENT, sort=False, dropna=False)
+    codes = np.array([position.get((str(r), str(e)), -1) for r, e in envs.size().index], int)
+    return frame.assign(env=pd.Categorical.from_codes(codes[envs.ngroup().to_numpy()],
+                                                      categories=list(labels.values())))
 
 
 def _with_artifact_columns(stats: pd.DataFrame, artifacts: pd.DataFrame) -> pd.DataFrame:
@@ -89,25 +95,29 @@ def _context(ds: Dataset, stats: pd.DataFrame, problems: pd.DataFrame, title: st
     stats = _ordered(_with_env(_with_artifact_columns(stats, ds.artifacts), labels))
     problems = _with_env(problems, labels)
     environments = _reported(_with_env(ds.environments, labels))
-    formats = [f for f in FORMATS if f in set(stats["format"])]
-    formats += sorted(set(stats["format"]) - set(formats))
+    present = set(stats["format"].unique())
+    formats = [f for f in FORMATS if f in present]
+    formats += sorted(present - set(formats))
     mode = figures.coldest_mode(stats)
-    modes = [m for m in CACHE_MODES if m in set(stats["cache_mode"])]
+    modes = [m for m in CACHE_MODES if m in set(stats["cache_mode"].unique())]
     headline, wins = tables.headline(stats, modes)
-    pairs = pair_payload(ds, stats, problems, labels)
+    trials = measured(ds.trials[[*CELL, "status", "phase", "process", "eviction", "load_s"]])
+    pairs = pair_payload(_with_env(trials, labels), stats, problems,
+                         _with_env(ds.environments, labels), list(labels.values()))
+    bar_groups, pooled = figures.bar_groups(stats, formats)
     return {
         "title": title,
         "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "runs": ds.run_ids,
         "sections": SECTIONS if history is not None else SECTIONS[:-1],
         "counts": {"environments": len(labels),
-                   "models": len({*stats["model"], *problems["model"].dropna()}),
-                   "formats": len({*stats["format"], *problems["format"].dropna()}),
+                   "models": len({*stats["model"].unique(), *problems["model"].dropna()}),
+                   "formats": len({*present, *problems["format"].dropna()}),
                    "cells": int(stats["load_median"].notna().sum()),
                    "problems": len(problems)},
         "headline": headline, "wins": wins, "mode": mode,
         "heat_maps": figures.heat_maps(stats, problems, formats, mode),
-        "bar_groups": figures.bar_groups(stats, formats),
+        "bar_groups": bar_groups, "pooled": pooled,
         "ladder": figures.ladder(stats, formats, mode),
         "sizes": tables.sizes(stats, formats),
         "artifacts": tables.artifacts(stats),
@@ -125,7 +135,9 @@ def _context(ds: Dataset, stats: pd.DataFrame, problems: pd.DataFrame, title: st
     }
 
 
+@functools.cache
 def _template() -> jinja2.Template:
+    """The page template, compiled once per process (compiling it is a tenth of a second)."""
     env = jinja2.Environment(loader=jinja2.PackageLoader("matrix", "templates"),
                              autoescape=True, undefined=jinja2.StrictUndefined,
                              trim_blocks=True, lstrip_blocks=True)

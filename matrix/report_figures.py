@@ -26,10 +26,12 @@ from matrix.report_charts import (
     sparkline,
 )
 from matrix.report_text import (
+    MAX_ROWS,
     Cell,
     Table,
     count,
     grouped,
+    left_out_note,
     missing,
     num_cell,
     percent,
@@ -59,8 +61,14 @@ class FigureGroup:
 def coldest_mode(stats: pd.DataFrame) -> str:
     """The coldest cache mode that has a measurement: `cold` needs root on the host, so a run
     without it falls back to `cold-model` (only the artifact evicted), then `warm`."""
-    measured = set(stats.dropna(subset=["load_median"])["cache_mode"])
+    measured = set(stats.loc[stats["load_median"].notna(), "cache_mode"].unique())
     return next((m for m in CACHE_MODES if m in measured), CACHE_MODES[0])  # coldest first
+
+
+# The columns a mark's tooltip reads: `grouped` over these alone, not over all forty.
+_MARK = ["model", "format", "cache_mode", "env", "load_median", "n", "load_q1", "load_q3",
+         "load_min"]
+MAX_PANELS = 100  # more model × environment bar panels than this, and environments are pooled
 
 
 def _tooltip(row: Any) -> str:
@@ -71,15 +79,17 @@ def _tooltip(row: Any) -> str:
 
 
 def _problem_tips(problems: pd.DataFrame) -> dict[tuple, str]:
-    return {(r.env, r.model, r.format, r.cache_mode): f"{r.status}: {r.reason}"
-            for r in problems.itertuples(index=False)}
+    columns = (problems[c].tolist() for c in ["env", "model", "format", "cache_mode", "status",
+                                              "reason"])
+    return {(env, model, fmt, mode): f"{status}: {reason}"
+            for env, model, fmt, mode, status, reason in zip(*columns)}
 
 
 def heat_maps(stats: pd.DataFrame, problems: pd.DataFrame, formats: Sequence[str],
               mode: str) -> list[Figure]:
     """Per model: environments × formats, coloured by median load in `mode`."""
     tips = _problem_tips(problems)
-    rows = stats[stats["cache_mode"] == mode]
+    rows = stats.loc[stats["cache_mode"] == mode, _MARK]
     figures = []
     for (model,), group in grouped(rows, ["model"]).items():
         envs = list(dict.fromkeys(r.env for r in group))
@@ -94,15 +104,20 @@ def heat_maps(stats: pd.DataFrame, problems: pd.DataFrame, formats: Sequence[str
     return figures
 
 
-def bar_groups(stats: pd.DataFrame, formats: Sequence[str]) -> list[FigureGroup]:
-    """Per model, one panel per environment: formats × cache modes with IQR whiskers.
+def bar_groups(stats: pd.DataFrame, formats: Sequence[str]) -> tuple[list[FigureGroup], int]:
+    """Per model, one panel per environment: formats × cache modes with IQR whiskers; and 0.
 
-    All panels of a model share one axis, so environments compare by bar length alone.
+    All panels of a model share one axis, so environments compare by bar length alone. Past
+    MAX_PANELS panels (a big sweep draws hundreds), each model gets one panel pooling its
+    environments instead, and the number of environments pooled is returned in place of 0.
     """
-    modes = [m for m in CACHE_MODES if m in set(stats["cache_mode"])]
+    measured = stats.dropna(subset=["load_median"])
+    modes = [m for m in CACHE_MODES if m in set(stats["cache_mode"].unique())]
     key = legend([(m, colour(m, CACHE_COLOURS)) for m in modes])
+    if len(measured[["model", "env"]].drop_duplicates()) > MAX_PANELS:
+        return _pooled_bars(measured, formats, modes, key), measured["env"].nunique()
     groups = []
-    for (model,), rows in grouped(stats.dropna(subset=["load_median"]), ["model"]).items():
+    for (model,), rows in grouped(measured[_MARK], ["model"]).items():
         high = max(max(r.load_median, 0 if missing(r.load_q3) else r.load_q3) for r in rows)
         present = [f for f in formats if f in {r.format for r in rows}]
         figures = []
@@ -112,15 +127,41 @@ def bar_groups(stats: pd.DataFrame, formats: Sequence[str]) -> list[FigureGroup]
             figures.append(Figure(str(env), bar_chart(
                 present, modes, bars, high, seconds, f"load time of {model} in {env}")))
         groups.append(FigureGroup(str(model), key, figures))
-    return groups
+    return groups, 0
+
+
+def _pooled_bars(measured: pd.DataFrame, formats: Sequence[str], modes: list[str],
+                 key: Markup) -> list[FigureGroup]:
+    """One panel per model, side by side: each bar the median over environments of the cell's
+    median, its whisker from the fastest environment to the slowest (named in the tooltip)."""
+    loads = measured.groupby(["model", "format", "cache_mode"], sort=False, observed=True)[
+        "load_median"]
+    fastest = measured.loc[loads.idxmin(), "env"].tolist()
+    slowest = measured.loc[loads.idxmax(), "env"].tolist()
+    pooled = pd.DataFrame({"median": loads.median(), "low": loads.min(), "high": loads.max(),
+                           "envs": loads.size(), "fastest": fastest, "slowest": slowest})
+    figures = []
+    for model, rows in pooled.reset_index().groupby("model", sort=False):
+        bars = {(r.format, r.cache_mode): Mark(
+            r.median, f"{model} · {r.format} · {r.cache_mode}\nmedian of {r.envs} "
+            f"environments: {seconds(r.median)}\nfastest {r.fastest}: {seconds(r.low)}; "
+            f"slowest {r.slowest}: {seconds(r.high)}", r.low, r.high)
+            for r in rows.itertuples(index=False)}
+        present = [f for f in formats if f in set(rows["format"].unique())]
+        figures.append(Figure(str(model), bar_chart(
+            present, modes, bars, rows["high"].max(), seconds,
+            f"load time of {model}, median over environments")))
+    return [FigureGroup(f"Median of {measured['env'].nunique()} environments", key, figures)]
 
 
 def ladder(stats: pd.DataFrame, formats: Sequence[str], mode: str) -> FigureGroup | None:
     """Per environment: median load against parameter count, one line per format."""
-    rows = stats[(stats["cache_mode"] == mode)].dropna(subset=["load_median", "params"])
+    rows = stats.loc[stats["cache_mode"] == mode, ["env", "model", "format", "params",
+                                                   "load_median"]]
+    rows = rows.dropna(subset=["load_median", "params"])
     if rows.empty:
         return None
-    present = [f for f in formats if f in set(rows["format"])]
+    present = [f for f in formats if f in set(rows["format"].unique())]
     figures = []
     for (env,), panel in grouped(rows.sort_values("env", kind="stable"), ["env"]).items():
         series = {fmt: [(float(r.params), float(r.load_median),
@@ -140,19 +181,29 @@ def _verdict(change: float | None) -> str:
 
 
 def history_table(history: pd.DataFrame) -> Table:
-    """One row per (environment, model, format, cache) series, with its trend over runs."""
+    """One row per (environment, model, format, cache) series, with its trend over runs; past
+    MAX_ROWS series (each one draws a sparkline), those that changed most."""
     runs = history.sort_values("started")["run_id"].drop_duplicates().tolist()
     table = Table(["Environment", "Model", "Format", "Cache", "Over runs", "Runs", "First",
                    "Last", "Change"], numeric=frozenset({5, 6, 7, 8}))
     keys = ["env_id", "model", "format", "cache_mode"]
-    for key, series in sorted(grouped(history, keys).items()):
-        by_run = {r.run_id: r for r in series}
+    series = []
+    columns = [*keys, "run_id", "started", "load_median", "n"]
+    for key, rows in sorted(grouped(history[columns], keys).items()):
+        by_run = {r.run_id: r for r in rows}
         points = [(by_run[run].load_median, f"{run} ({by_run[run].started}): "
                    f"{seconds(by_run[run].load_median)}, n={by_run[run].n}")
                   if run in by_run and not missing(by_run[run].load_median) else (None, "")
                   for run in runs]
         values = [v for v, _ in points if v is not None]
         change = values[-1] / values[0] - 1 if len(values) > 1 and values[0] else None
+        series.append((key, points, values, change))
+    if len(series) > MAX_ROWS:
+        table.note = left_out_note(len(series) - MAX_ROWS, "series", "that changed most",
+                                   "<code>matrix history</code> lists every series.")
+        series = sorted(series, key=lambda s: -abs(s[3]) if s[3] is not None else 0.0)
+        series = series[:MAX_ROWS]
+    for key, points, values, change in series:
         table.add([
             *(text_cell(k) for k in key),
             Cell(sparkline(points, f"load time of {' '.join(map(str, key))} over runs"),

@@ -1,17 +1,18 @@
 """Data for the environment-against-environment view: every cell of every environment, plus a
-Mann–Whitney p for every pair of environments that measured the same cell.
+Mann–Whitney p for every pair of environments (with the same Keras) that measured the same cell.
 
 The page picks the two environments in JavaScript, so everything a pair needs is precomputed
-here and embedded as JSON. p-values are computed in batches (one vectorised scipy call per sample
-size) because a nightly sweep has hundreds of environment pairs; without scipy the page says
-"n/a" rather than inventing a test.
+here and embedded as JSON. A nightly sweep has hundreds of environment pairs (10^5 tests), so
+the samples are packed into one array and tested in batches (`row_p_values`); without scipy the
+page says "n/a" rather than inventing a test.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import json
-from collections import defaultdict
+import math
 from typing import Any
 
 import numpy as np
@@ -19,74 +20,59 @@ import pandas as pd
 from markupsafe import Markup
 
 from harness.catalog import CACHE_MODES, FORMATS
-from matrix.dataset import CELL, Dataset, load_samples, measured
+from matrix.dataset import distinct_values
 from matrix.report_tables import KEY
 from matrix.report_text import missing, seconds
-from matrix.stats import ALPHA, MIN_SAMPLES, THRESHOLD
+from matrix.stats import ALPHA, THRESHOLD, row_p_values
 
-Labels = dict[tuple[str, str], str]
-
-
-def _label(labels: Labels, row: Any) -> str:
-    return labels.get((str(row.run_id), str(row.env_id)), str(row.env_id))
+ROW = ["model", "format", "cache_mode"]
+_BATCH = 100_000  # (pair, row) tests per batch: bounds the memory of the packed samples
 
 
-def _by_label(frame: pd.DataFrame, column: str, labels: Labels) -> dict[tuple, Any]:
-    """`column` of a per-cell frame keyed by (env label, model, format, cache mode)."""
-    return {(_label(labels, r), r.model, r.format, r.cache_mode): getattr(r, column)
-            for r in frame.itertuples(index=False)}
-
-
-def _evictions(ds: Dataset, labels: Labels) -> dict[tuple, str]:
+def _evictions(trials: pd.DataFrame) -> dict[tuple, str]:
     """How each cell's cache state was produced; cells produced differently are not comparable."""
-    used = measured(ds.trials)[[*CELL, "eviction"]].dropna().drop_duplicates()
-    found: dict[tuple, set[str]] = {}
-    for r in used.itertuples(index=False):
-        found.setdefault((_label(labels, r), r.model, r.format, r.cache_mode), set()).add(
-            r.eviction)
-    return {key: "+".join(sorted(ways)) for key, ways in found.items()}
+    ways = distinct_values(trials, KEY, "eviction", "+")
+    return dict(zip(zip(*(ways[k].tolist() for k in KEY)), ways["eviction"].tolist()))
 
 
-def _samples(ds: Dataset, labels: Labels) -> dict[tuple, list[float]]:
-    """Each cell's measured load times (NaN dropped), keyed like `_by_label`."""
-    return {key: [v for v in values if not missing(v)]
-            for key, values in _by_label(load_samples(ds, CELL), "samples", labels).items()}
+def _sample_grid(trials: pd.DataFrame, envs: list[str], rows: list[tuple]) -> np.ndarray:
+    """Each cell's measured load times as `grid[environment, row]`, NaN-padded (see `padded`)."""
+    index = pd.DataFrame(rows, columns=ROW).assign(_row=np.arange(len(rows)))
+    loads = trials.assign(load_s=pd.to_numeric(trials["load_s"], errors="coerce"),
+                          _env=pd.Categorical(trials["env"], categories=envs).codes)
+    loads = loads[loads["_env"].ge(0) & loads["load_s"].notna()].merge(index, on=ROW)
+    place = loads.groupby(["_env", "_row"]).cumcount().to_numpy()
+    grid = np.full((len(envs), len(rows), int(place.max(initial=-1)) + 1), np.nan)
+    grid[loads["_env"].to_numpy(), loads["_row"].to_numpy(), place] = loads["load_s"].to_numpy()
+    return grid
 
 
-def _p_values(samples: dict[tuple, list[float]], envs: list[str], rows: list[tuple]
-              ) -> dict[str, list[float | None]] | None:
-    """Two-sided Mann–Whitney p per (environment pair, row), or None without scipy."""
-    try:
-        from scipy.stats import mannwhitneyu
-    except ImportError:
+def _p_values(grid: np.ndarray, keras: list[str]) -> dict[str, list[float | None]] | None:
+    """Two-sided Mann–Whitney p per (environment pair `"i,j"`, row), or None without scipy.
+
+    Only pairs of environments with the same Keras (`keras[i]`) are tested: the page calls
+    every cell of any other pair not comparable and shows no p, and a sweep mixing Keras 3 and
+    tf-keras would spend half its tests on them.
+    """
+    if importlib.util.find_spec("scipy") is None:
         return None
-    out = {f"{i},{j}": [None] * len(rows) for i, j in itertools.combinations(range(len(envs)), 2)}
-    # scipy picks its method (exact or asymptotic) once per call, from the sizes and from ties
-    # anywhere in the batch, so rows are batched by both: each p is what a lone call would give.
-    batches: dict[tuple[int, int, bool], list[tuple[str, int, list[float], list[float]]]] = (
-        defaultdict(list))
-    for (i, a), (j, b) in itertools.combinations(enumerate(envs), 2):
-        for r, row in enumerate(rows):
-            x, y = samples.get((a, *row), []), samples.get((b, *row), [])
-            if min(len(x), len(y)) >= MIN_SAMPLES:
-                ties = len(set(x + y)) < len(x) + len(y)
-                batches[(len(x), len(y), ties)].append((f"{i},{j}", r, x, y))
-    for batch in batches.values():
-        with np.errstate(all="ignore"):
-            result = mannwhitneyu(np.array([x for *_, x, _ in batch], dtype=float),
-                                  np.array([y for *_, y in batch], dtype=float), axis=1)
-        for (pair, r, _, _), p in zip(batch, np.atleast_1d(result.pvalue)):
-            out[pair][r] = None if np.isnan(p) else round(float(p), 4)
-    return out
+    pairs = [(i, j) for i, j in itertools.combinations(range(len(grid)), 2)
+             if keras[i] == keras[j]]
+    first, second = np.array(pairs, dtype=int).reshape(-1, 2).T
+    _, rows, width = grid.shape
+    found = np.empty((len(first), rows))
+    step = max(1, _BATCH // max(rows, 1))
+    for start in range(0, len(first), step):
+        a, b = first[start:start + step], second[start:start + step]
+        shape = (len(a) * rows, width)  # spelled out: -1 cannot be inferred when width is 0
+        found[start:start + step] = row_p_values(grid[a].reshape(shape),
+                                                 grid[b].reshape(shape)).reshape(len(a), rows)
+    return {f"{i},{j}": [None if math.isnan(p) else p for p in ps]
+            for i, j, ps in zip(first.tolist(), second.tolist(), np.round(found, 4).tolist())}
 
 
-def _by_cell(frame: pd.DataFrame) -> dict[tuple, Any]:
-    """Rows of a per-cell frame keyed by (env label, model, format, cache mode)."""
-    return {(str(r.env), r.model, r.format, r.cache_mode): r
-            for r in frame.itertuples(index=False)}
-
-
-def _cell(stat: Any, problem: Any, eviction: str, keras: str) -> dict[str, Any] | None:
+def _cell(stat: tuple | None, problem: tuple | None, eviction: str, keras: str
+          ) -> dict[str, Any] | None:
     """One environment's side of a row: its median, or its status and why; None if absent.
 
     `eviction` and `keras` travel along so the page can tell cells that measured different
@@ -94,12 +80,18 @@ def _cell(stat: Any, problem: Any, eviction: str, keras: str) -> dict[str, Any] 
     """
     if stat is None and problem is None:
         return None
-    if stat is not None and not missing(stat.load_median):
-        return {"status": "ok", "median": float(stat.load_median), "n": int(stat.n),
-                "text": seconds(stat.load_median), "eviction": eviction, "keras": keras}
-    status, reason = ("missing", "") if problem is None else (problem.status, problem.reason)
+    if stat is not None and not missing(stat[0]):
+        return {"status": "ok", "median": float(stat[0]), "n": int(stat[1]),
+                "text": seconds(stat[0]), "eviction": eviction, "keras": keras}
+    status, reason = ("missing", "") if problem is None else problem
     return {"status": str(status), "reason": "" if missing(reason) else str(reason),
             "eviction": eviction, "keras": keras}
+
+
+def _by_cell(frame: pd.DataFrame, columns: list[str]) -> dict[tuple, tuple]:
+    """`columns` of a per-cell frame keyed by (env label, model, format, cache mode)."""
+    return dict(zip(zip(*(frame[k].tolist() for k in KEY)),
+                    zip(*(frame[c].tolist() for c in columns))))
 
 
 def _ordered_rows(keys: list[tuple]) -> list[tuple]:
@@ -121,25 +113,26 @@ def _default_pair(envs: list[str], keras: dict[str, str]) -> list[int]:
     return [0, min(1, len(envs) - 1)]
 
 
-def pair_payload(ds: Dataset, stats: pd.DataFrame, problems: pd.DataFrame,
-                 labels: Labels) -> dict[str, Any]:
+def pair_payload(trials: pd.DataFrame, stats: pd.DataFrame, problems: pd.DataFrame,
+                 environments: pd.DataFrame, labels: list[str]) -> dict[str, Any]:
     """Every (model, format, cache) row with each environment's cell, and the pair p-values.
 
-    `stats` and `problems` carry the `env` label column; environments without any cell (a
-    skipped one, say) are left out of the selector, the problems table lists them.
+    Every frame carries the `env` label column (`labels` lists them in report order); `trials`
+    are the measured ones. Environments without any cell (a skipped one, say) are left out of
+    the selector, the problems table lists them.
     """
-    stat_at = _by_cell(stats)
-    problem_at = _by_cell(problems.dropna(subset=KEY))
+    stat_at = _by_cell(stats, ["load_median", "n"])
+    problem_at = _by_cell(problems.dropna(subset=KEY), ["status", "reason"])
     present = {k[0] for k in [*stat_at, *problem_at]}
-    envs = [e for e in labels.values() if e in present]
+    envs = [e for e in labels if e in present]
     rows = _ordered_rows([*stat_at, *problem_at])
-    evictions = _evictions(ds, labels)
-    keras = {_label(labels, r): str(r.keras_impl) for r in ds.environments.itertuples(index=False)}
+    evictions = _evictions(trials)
+    keras = dict(zip(environments["env"].tolist(), map(str, environments["keras_impl"])))
     cells = [[_cell(stat_at.get((e, *r)), problem_at.get((e, *r)), evictions.get((e, *r), ""),
                     keras.get(e, "")) for r in rows] for e in envs]
     return {"envs": envs, "rows": [list(r) for r in rows], "cells": cells,
-            "p": _p_values(_samples(ds, labels), envs, rows), "threshold": THRESHOLD,
-            "alpha": ALPHA, "default": _default_pair(envs, keras)}
+            "p": _p_values(_sample_grid(trials, envs, rows), [keras.get(e, "") for e in envs]),
+            "threshold": THRESHOLD, "alpha": ALPHA, "default": _default_pair(envs, keras)}
 
 
 def embed_json(value: Any) -> Markup:

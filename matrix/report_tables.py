@@ -2,6 +2,10 @@
 
 Each builder returns a `Table` of already-formatted cells; the template only lays them out, so
 what a number looks like is decided in one place (`report_text`) and the template stays dumb.
+Tables are built a column at a time from the frames (a sweep has thousands of cells, and an
+object per cell cost seconds). A table longer than MAX_ROWS keeps its MAX_ROWS most telling
+rows and says how many it left out: nobody reads ten thousand rows in a page, and
+`matrix report --export FILE` writes every cell.
 """
 
 from __future__ import annotations
@@ -9,63 +13,100 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 import pandas as pd
-from markupsafe import Markup
+from markupsafe import Markup, escape
 
 from harness.catalog import CACHE_MODES
-from matrix.dataset import NOISY_CV, NOISY_N
+from matrix.dataset import NOISY_CV, NOISY_N, SEVERITY
 from matrix.report_text import (
     DASH,
+    MAX_ROWS,
+    MISSING_TD,
     Cell,
     Table,
     count,
     factor,
-    grouped,
+    left_out_note,
     megabytes,
     missing,
-    num_cell,
+    num_tds,
     number,
     seconds,
     size,
+    td,
     text_cell,
+    text_tds,
 )
 
 KEY = ["env", "model", "format", "cache_mode"]
 PARITY_WARN = 1e-3  # a float32 model reloaded in the same precision should agree far closer
+Columns = list[list[str]]
 
 
-def _fastest(cells: list[Any]) -> tuple[Cell, str]:
-    """The cell naming the fastest format and its lead over the slowest; and that format."""
-    ordered = sorted(cells, key=lambda row: row.load_median)
-    fast, slow = ordered[0], ordered[-1]
-    lead = (Markup(' <span class="lead">{} over {}</span>').format(
-        factor(slow.load_median / fast.load_median), slow.format) if len(ordered) > 1 else "")
-    text = Markup('<b class="win">{}</b> {}{}').format(fast.format, seconds(fast.load_median),
-                                                        lead)
-    return Cell(text, sort=float(fast.load_median), cls="pick",
-                title=f"slowest: {slow.format}, {seconds(slow.load_median)}"), fast.format
+def _top(frame: pd.DataFrame, by: str, what: str, kept: str,
+         key: Callable[[pd.Series], pd.Series] | None = None) -> tuple[pd.DataFrame, Markup]:
+    """`frame`, or past MAX_ROWS rows its first MAX_ROWS by `by` (largest first; lowest `key`
+    first if given) and the note saying so."""
+    if len(frame) <= MAX_ROWS:
+        return frame, Markup("")
+    ordered = frame.sort_values(by, ascending=key is not None, key=key, kind="stable",
+                                na_position="last")
+    return ordered.head(MAX_ROWS), left_out_note(len(frame) - MAX_ROWS, what, kept)
+
+
+def _pivot(frame: pd.DataFrame, index: list[str], column: str, values: Sequence[str],
+           cells: list[str], heads: Callable[[pd.DataFrame], Columns], names: list[str],
+           what: str) -> Table:
+    """One row per `index` tuple (in order of first appearance) and one column per value of
+    `column` (the seed article's table shape); `cells` are the rendered cells of `frame`'s
+    rows, `heads` renders the index columns of a frame of each row's first frame row."""
+    table = Table([*names, *values],
+                  numeric=frozenset(range(len(names), len(names) + len(values))))
+    row_of = frame.groupby(index, sort=False, dropna=False, observed=True).ngroup().to_numpy()
+    col_of = frame[column].map({v: i for i, v in enumerate(values)}).tolist()
+    grid = [[MISSING_TD] * len(values) for _ in range(int(row_of.max()) + 1 if len(frame) else 0)]
+    for row, col, cell in zip(row_of.tolist(), col_of, cells):
+        if not missing(col):
+            grid[row][int(col)] = cell
+    if len(grid) > MAX_ROWS:
+        table.note = left_out_note(len(grid) - MAX_ROWS, what, "first in model-size order")
+        grid = grid[:MAX_ROWS]
+    first = np.unique(row_of, return_index=True)[1][: len(grid)]
+    table.add_columns([*heads(frame.iloc[first]), ["".join(cells) for cells in grid]])
+    return table
+
+
+def _texts(*names: str) -> Callable[[pd.DataFrame], Columns]:
+    return lambda frame: [text_tds(frame[name].tolist()) for name in names]
+
+
+def _fastest(fast: Any, fast_median: float, slow: Any, slow_median: float, formats: int) -> str:
+    """The cell naming the fastest format and its lead over the slowest. (f-strings with
+    `escape`, not `Markup.format`, which is several times slower: these are built per cell.)"""
+    lead = (f' <span class="lead">{factor(slow_median / fast_median)} over {escape(slow)}</span>'
+            if formats > 1 else "")
+    text = Markup(f'<b class="win">{escape(fast)}</b> {seconds(fast_median)}{lead}')
+    return td(Cell(text, sort=float(fast_median), cls="pick",
+                   title=f"slowest: {slow}, {seconds(slow_median)}"))
 
 
 def headline(stats: pd.DataFrame, modes: Sequence[str]) -> tuple[Table, list[str]]:
     """Per (model, environment), the fastest format in each cache mode and its lead over the
     slowest; and, per cache mode, how often each format wins."""
-    table = Table(["Model", "Environment", *modes],
-                  numeric=frozenset(range(2, 2 + len(modes))))
-    wins: dict[str, dict[str, int]] = {m: {} for m in modes}
     measured = stats.dropna(subset=["load_median"])
-    for (model, env), rows in grouped(measured, ["model", "env"]).items():
-        by_mode: dict[str, list[Any]] = {}
-        for r in rows:
-            by_mode.setdefault(r.cache_mode, []).append(r)
-        row = [text_cell(model), text_cell(env)]
-        for mode in modes:
-            if mode not in by_mode:
-                row.append(Cell(DASH, sort=float("inf")))
-                continue
-            cell, fmt = _fastest(by_mode[mode])
+    loads = measured.groupby(["model", "env", "cache_mode"], sort=False, observed=True)[
+        "load_median"]
+    fast, slow = measured.loc[loads.idxmin()], measured.loc[loads.idxmax()]
+    picks = fast[["model", "env", "cache_mode", "format"]].reset_index(drop=True)
+    cells = list(map(_fastest, fast["format"], fast["load_median"], slow["format"],
+                     slow["load_median"], loads.size()))
+    table = _pivot(picks, ["model", "env"], "cache_mode", modes, cells, _texts("model", "env"),
+                   ["Model", "Environment"], "model × environment rows")
+    wins: dict[str, dict[str, int]] = {m: {} for m in modes}
+    for mode, fmt in zip(picks["cache_mode"].tolist(), picks["format"].tolist()):
+        if mode in wins:
             wins[mode][fmt] = wins[mode].get(fmt, 0) + 1
-            row.append(cell)
-        table.add(row)
     sentences = []
     for mode, formats in wins.items():
         total = sum(formats.values())
@@ -75,66 +116,61 @@ def headline(stats: pd.DataFrame, modes: Sequence[str]) -> tuple[Table, list[str
     return table, sentences
 
 
-def _pivot(stats: pd.DataFrame, index: list[str], formats: Sequence[str],
-           cell: Callable[[Any], Cell], index_cells: Callable[[tuple], list[Cell]],
-           index_names: list[str]) -> Table:
-    """One row per `index` tuple, one column per format (the seed article's table shape)."""
-    table = Table([*index_names, *formats],
-                  numeric=frozenset(range(len(index_names), len(index_names) + len(formats))))
-    for key, group in grouped(stats, index).items():
-        by_format = {row.format: row for row in group}
-        table.add([*index_cells(key),
-                           *(cell(by_format[f]) if f in by_format else Cell(DASH, sort=float("inf"))
-                             for f in formats)])
-    return table
+def _size_td(value: Any, files: Any) -> str:
+    if missing(value):
+        return MISSING_TD
+    text = size(value) if missing(files) or files <= 1 else Markup(
+        f"{size(value)}<small>{int(files)} files</small>")
+    return td(Cell(text, sort=float(value)))
 
 
 def sizes(stats: pd.DataFrame, formats: Sequence[str]) -> Table:
     """Parameters and size on disk per format (files counted where a format is a folder)."""
     per_artifact = stats.drop_duplicates(["env", "model", "format"])
+    cells = list(map(_size_td, per_artifact["bytes"].tolist(), per_artifact["files"].tolist()))
 
-    def cell(row: Any) -> Cell:
-        if missing(row.files) or row.files <= 1:
-            return num_cell(row.bytes, size)
-        return num_cell(row.bytes, lambda v: Markup("{}<small>{} files</small>").format(
-            size(v), int(row.files)))
+    def heads(frame: pd.DataFrame) -> Columns:
+        return [text_tds(frame["model"].tolist()), num_tds(frame["params"].tolist(), count),
+                text_tds(frame["env"].tolist())]
 
-    return _pivot(per_artifact, ["model", "params", "env"], formats, cell,
-                  lambda k: [text_cell(k[0]), num_cell(k[1], count), text_cell(k[2])],
-                  ["Model", "Parameters", "Environment"])
+    return _pivot(per_artifact, ["model", "params", "env"], "format", formats, cells, heads,
+                  ["Model", "Parameters", "Environment"], "model × environment rows")
+
+
+_LOAD_TIP = ["n", "load_min", "load_iqr", "rank", "speedup_vs_format", "speedup_vs_env",
+             "io_multiple", "load_median", "noisy"]
+
+
+def _load_td(n: Any, low: Any, iqr: Any, rank: Any, vs_format: Any, vs_env: Any, io: Any,
+             median: Any, noisy: Any) -> str:
+    """One load-time cell as HTML (written out, not via `td`: a sweep has thousands)."""
+    tip = escape(f"n={int(n)}, min {seconds(low)}, IQR {seconds(iqr)}\n"
+                 f"rank {number(rank)} in its environment and cache mode\n"
+                 f"speed-up vs baseline format {factor(vs_format)}, "
+                 f"vs baseline environment {factor(vs_env)}\n{factor(io)} the I/O floor")
+    if missing(median):
+        return f'<td data-sort="inf" title="{tip}">{DASH}</td>'
+    noisy_class = ' class="noisy"' if noisy else ""
+    return (f'<td data-sort="{median:.6g}"{noisy_class} title="{tip}">{seconds(median)}'
+            f"<small>± {seconds(iqr / 2)}</small></td>")
 
 
 def load_times(stats: pd.DataFrame, formats: Sequence[str]) -> Table:
     """Median load per format, half the IQR under it; the tooltip has n, min, rank, ratios."""
-
-    def cell(row: Any) -> Cell:
-        tip = "\n".join([
-            f"n={int(row.n)}, min {seconds(row.load_min)}, IQR {seconds(row.load_iqr)}",
-            f"rank {number(row.rank)} in its environment and cache mode",
-            f"speed-up vs baseline format {factor(row.speedup_vs_format)}, "
-            f"vs baseline environment {factor(row.speedup_vs_env)}",
-            f"{factor(row.io_multiple)} the I/O floor"])
-        if missing(row.load_median):
-            return Cell(DASH, sort=float("inf"), title=tip)
-        text = Markup("{}<small>± {}</small>").format(seconds(row.load_median),
-                                                      seconds(row.load_iqr / 2))
-        return Cell(text, sort=float(row.load_median), cls="noisy" if row.noisy else "",
-                    title=tip)
-
-    return _pivot(stats, ["model", "env", "cache_mode"], formats, cell,
-                  lambda k: [text_cell(k[0]), text_cell(k[1]), text_cell(k[2])],
-                  ["Model", "Environment", "Cache"])
+    cells = list(map(_load_td, *(stats[c].tolist() for c in _LOAD_TIP)))
+    return _pivot(stats, ["model", "env", "cache_mode"], "format", formats, cells,
+                  _texts("model", "env", "cache_mode"), ["Model", "Environment", "Cache"],
+                  "model × environment × cache rows")
 
 
 def _long(stats: pd.DataFrame, columns: list[tuple[str, str, Callable[[Any], str]]],
-          key: list[str] = KEY) -> Table:
+          key: list[str] = KEY, note: str = "") -> Table:
     """One row per cell: the key columns as text, then the given (title, column, format)."""
     names = {"env": "Environment", "model": "Model", "format": "Format", "cache_mode": "Cache"}
     table = Table([names[k] for k in key] + [title for title, _, _ in columns],
-                  numeric=frozenset(range(len(key), len(key) + len(columns))))
-    for row in stats.itertuples(index=False):
-        table.add([text_cell(getattr(row, k)) for k in key]
-                          + [num_cell(getattr(row, col), fmt) for _, col, fmt in columns])
+                  numeric=frozenset(range(len(key), len(key) + len(columns))), note=note)
+    table.add_columns([*(text_tds(stats[k].tolist()) for k in key),
+                       *(num_tds(stats[col].tolist(), fmt) for _, col, fmt in columns)])
     return table
 
 
@@ -144,78 +180,92 @@ def artifacts(stats: pd.DataFrame) -> Table:
     coldness = stats["cache_mode"].map({m: i for i, m in enumerate(CACHE_MODES)})
     per_artifact = stats.assign(_cold=coldness).sort_values("_cold", kind="stable")
     per_artifact = per_artifact.drop_duplicates(["env", "model", "format"])
-    return _long(per_artifact, [
+    shown, note = _top(per_artifact, "bytes", "artifacts", "largest on disk")
+    return _long(shown, [
         ("Size", "bytes", size), ("Files", "files", number),
         ("Largest file", "largest_file_bytes", size),
         ("Save / convert", "save_s", seconds), ("I/O floor", "io_floor_s", seconds),
         ("Cold load ÷ I/O floor", "io_multiple", factor),
-    ], key=["env", "model", "format"])
+    ], key=["env", "model", "format"], note=note)
 
 
 def runtime(stats: pd.DataFrame) -> Table:
     """What surrounds the load: import (reported apart), inference and memory."""
-    return _long(stats, [
+    shown, note = _top(stats, "load_median", "cells", "with the slowest median load")
+    return _long(shown, [
         ("n", "n", number), ("Import", "import_median", seconds),
         ("Load CPU", "load_cpu_median", seconds),
         ("First inference", "first_inference_median", seconds),
         ("Steady inference", "inference_median", seconds),
         ("Peak RSS", "peak_rss_median", megabytes), ("RSS Δ load", "rss_delta_median", megabytes),
-    ])
+    ], note=note)
+
+
+def _parity_td(value: Any) -> str:
+    if missing(value):
+        return MISSING_TD
+    bad = value > PARITY_WARN
+    return td(Cell(number(value), sort=float(value), cls="bad" if bad else "",
+                   title="differs beyond 1e-3 — expected for quantized formats" if bad else ""))
 
 
 def parity(stats: pd.DataFrame, formats: Sequence[str]) -> Table:
     """Largest prediction difference per format against the saving model's own output."""
     per_artifact = stats.sort_values("parity_max", na_position="first").drop_duplicates(
-        ["env", "model", "format"], keep="last")
+        ["env", "model", "format"], keep="last").sort_index()
+    cells = list(map(_parity_td, per_artifact["parity_max"].tolist()))
+    return _pivot(per_artifact, ["model", "env"], "format", formats, cells,
+                  _texts("model", "env"), ["Model", "Environment"], "model × environment rows")
 
-    def cell(row: Any) -> Cell:
-        bad = not missing(row.parity_max) and row.parity_max > PARITY_WARN
-        return num_cell(row.parity_max, number, "bad" if bad else "",
-                        "differs beyond 1e-3 — expected for quantized formats" if bad else "")
 
-    return _pivot(per_artifact, ["model", "env"], formats, cell,
-                  lambda k: [text_cell(k[0]), text_cell(k[1])], ["Model", "Environment"])
+def _why_noisy(cv: float, n: int) -> str:
+    why = [f"CV {cv:.0%} > {NOISY_CV:.0%}"] if cv > NOISY_CV else []
+    return "; ".join(why + ([f"n = {int(n)} < {NOISY_N}"] if n < NOISY_N else []))
 
 
 def noise(stats: pd.DataFrame) -> Table:
     """Cells whose median should not be trusted alone: spread over 10 % or fewer than 3 loads."""
+    noisy = stats[stats["load_median"].notna() & stats["noisy"].eq(True)]
+    shown, note = _top(noisy, "load_cv", "noisy cells", "with the largest CV")
     table = Table(["Environment", "Model", "Format", "Cache", "n", "CV", "IQR", "Why"],
-                  numeric=frozenset({4, 5, 6}))
-    for row in stats.itertuples(index=False):
-        if missing(row.load_median) or not row.noisy:
-            continue
-        why = [f"CV {row.load_cv:.0%} > {NOISY_CV:.0%}"] if row.load_cv > NOISY_CV else []
-        why += [f"n = {int(row.n)} < {NOISY_N}"] if row.n < NOISY_N else []
-        table.add([*(text_cell(getattr(row, k)) for k in KEY), num_cell(row.n, number),
-                           num_cell(row.load_cv, lambda v: f"{v:.0%}"),
-                           num_cell(row.load_iqr), text_cell("; ".join(why))])
+                  numeric=frozenset({4, 5, 6}), note=note)
+    cv, n = shown["load_cv"].tolist(), shown["n"].tolist()
+    table.add_columns([*(text_tds(shown[k].tolist()) for k in KEY), num_tds(n, number),
+                       num_tds(cv, lambda v: f"{v:.0%}"), num_tds(shown["load_iqr"].tolist()),
+                       text_tds(list(map(_why_noisy, cv, n)))])
     return table
 
 
 def problem_rows(problems: pd.DataFrame, unreadable: Sequence[str]) -> Table:
-    """Every cell that produced no number, and why; nothing that failed may vanish silently."""
+    """Every cell that produced no number, and why; nothing that failed may vanish silently.
+    A huge sweep's list keeps the worst MAX_ROWS (a failed environment before an error, before
+    an invalid or unsupported cell) and counts the rest."""
+    unread = pd.DataFrame({"status": "unreadable record", "reason": list(unreadable)},
+                          columns=["status", "reason"])
+    rows = pd.concat([problems, unread], ignore_index=True).reindex(
+        columns=[*KEY, "status", "trials", "reason"])
+    shown, note = _top(rows, "status", "problem cells",
+                       "worst: failed environments, then errors, invalid and unsupported cells",
+                       key=lambda s: s.map(SEVERITY).fillna(len(SEVERITY)))
     table = Table(["Environment", "Model", "Format", "Cache", "Status", "Trials", "Reason"],
-                  numeric=frozenset({5}))
-    for row in problems.itertuples(index=False):
-        table.add([*(text_cell(getattr(row, k)) for k in KEY),
-                           text_cell(row.status, f"status-{row.status}"),
-                           num_cell(getattr(row, "trials", None) or None, number),
-                           text_cell(row.reason, "reason")])
-    for line in unreadable:
-        table.add([*(text_cell(None) for _ in range(4)),
-                           text_cell("unreadable record", "status-invalid"), text_cell(None),
-                           text_cell(line, "reason")])
+                  numeric=frozenset({5}), note=note)
+    status = [td(text_cell(s, f"status-{'invalid' if s == 'unreadable record' else s}"))
+              for s in shown["status"].tolist()]
+    trials = pd.to_numeric(shown["trials"], errors="coerce")
+    table.add_columns([*(text_tds(shown[k].tolist()) for k in KEY), status,
+                       num_tds(trials.where(trials > 0).tolist(), number),
+                       text_tds(shown["reason"].tolist(), "reason")])
     return table
 
 
-def _device(env: pd.Series) -> str:
+def _device(env: dict[str, Any]) -> str:
     gpus = env.get("gpus")
     if isinstance(gpus, (list, tuple)) and gpus:
         return "GPU: " + ", ".join(map(str, gpus))
     return "CPU"
 
 
-def _build(env: pd.Series) -> str:
+def _build(env: dict[str, Any]) -> str:
     """CUDA and cuDNN versions from `tf.sysconfig.get_build_info()` (flattened `build_info_*`)."""
     info = {k.removeprefix("build_info_"): v for k, v in env.items()
             if k.startswith("build_info_") and not missing(v)}
@@ -228,7 +278,7 @@ def _build(env: pd.Series) -> str:
     return "CUDA build" if str(info.get("is_cuda_build")) == "True" else "not a CUDA build"
 
 
-_META: list[tuple[str, Callable[[pd.Series], Any]]] = [
+_META: list[tuple[str, Callable[[dict[str, Any]], Any]]] = [
     ("Run", lambda e: e.get("run_id")),
     ("TensorFlow", lambda e: e.get("tensorflow")),
     ("Keras", lambda e: f"{e.get('keras')} ({e.get('keras_impl')})"),
@@ -251,8 +301,9 @@ _META: list[tuple[str, Callable[[pd.Series], Any]]] = [
 def environments(envs: pd.DataFrame) -> Table:
     """Environments side by side; a row whose values differ is marked, since it may explain."""
     table = Table(["Field", *envs["env"]])
+    rows = envs.to_dict("records")
     for name, get in _META:
-        values = [str(v) if not missing(v := get(row)) else DASH for _, row in envs.iterrows()]
+        values = [str(v) if not missing(v := get(row)) else DASH for row in rows]
         cls = "differs" if len(set(values)) > 1 else ""
         table.add([Cell(name, cls="field"),
                            *(Cell(v, cls=cls) for v in values)])

@@ -8,30 +8,35 @@ not digits. A missing value is a dash, never `nan`: a reader must not mistake it
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections import namedtuple
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
+from markupsafe import Markup, escape
 
 DASH = "—"
+MAX_ROWS = 1000  # a longer table lists this many rows and counts the rest
 
 
 def grouped(frame: pd.DataFrame, keys: Sequence[str]) -> dict[tuple, list[Any]]:
     """The rows (namedtuples) of `frame` grouped by `keys`, in order of first appearance.
 
-    One pass over the frame: `itertuples` on each pandas group costs a copy of every column per
-    group, which made a report of a few hundred cells take seconds.
+    One pass over the columns as lists: `itertuples`, and iterating a pyarrow string column
+    at all, cost a Python call per value, seconds for the cells of a big sweep.
     """
+    row = namedtuple("Row", frame.columns, rename=True)  # type: ignore[misc]
+    at = [list(frame.columns).index(k) for k in keys]
     out: dict[tuple, list[Any]] = {}
-    for row in frame.itertuples(index=False):
-        out.setdefault(tuple(getattr(row, k) for k in keys), []).append(row)
+    for values in zip(*(frame.iloc[:, i].tolist() for i in range(frame.shape[1]))):
+        out.setdefault(tuple(values[i] for i in at), []).append(row._make(values))
     return out
 
 
 def missing(value: Any) -> bool:
-    """True for None and NaN (pandas gives either for an absent measurement)."""
-    return value is None or (isinstance(value, float) and math.isnan(value))
+    """True for None, NaN and NA (pandas gives any of them for an absent measurement)."""
+    return value is None or value is pd.NA or value != value  # NaN alone differs from itself
 
 
 def seconds(value: Any) -> str:
@@ -39,9 +44,13 @@ def seconds(value: Any) -> str:
     if missing(value):
         return DASH
     v = float(value)
-    for scale, unit in ((1.0, "s"), (1e-3, "ms"), (1e-6, "µs")):
-        if abs(v) >= scale:
-            return f"{v / scale:.3g} {unit}"
+    size = abs(v)  # 0.9995 rounds to 1.00 at three digits: "1 s", never "1e+03 ms"
+    if size >= 0.9995:
+        return f"{v:.3g} s"
+    if size >= 0.9995e-3:
+        return f"{v * 1e3:.3g} ms"
+    if size >= 0.9995e-6:
+        return f"{v * 1e6:.3g} µs"
     return f"{v * 1e9:.3g} ns" if v else "0 s"
 
 
@@ -102,21 +111,64 @@ class Cell:
     title: str = ""
 
 
+def _attr(name: str, value: str) -> str:
+    return f' {name}="{escape(value)}"' if value else ""
+
+
+def _sort_key(value: float) -> str:
+    """A number's `data-sort`, written short; a missing value is `inf`, last when ascending
+    (the page aligns by it too: a cell with a key is a number, right-aligned by CSS)."""
+    return "inf" if math.isinf(value) or math.isnan(value) else f"{value:.6g}"
+
+
+def td(cell: Cell) -> str:
+    """A cell as HTML; its text and tooltip escaped (a `Markup` text is our own markup)."""
+    sort = cell.sort
+    key = "" if sort is None else _attr(
+        "data-sort", _sort_key(sort) if isinstance(sort, float) else str(sort))
+    attrs = f"{key}{_attr('class', cell.cls)}{_attr('title', cell.title)}"
+    return f"<td{attrs}>{escape(cell.text)}</td>"
+
+
+MISSING_TD = td(Cell(DASH, sort=math.inf))
+
+
+def left_out_note(left_out: int, what: str, kept: str,
+                  where: str = "<code>matrix report --export FILE</code> writes them all."
+                  ) -> Markup:
+    """What a table cut to MAX_ROWS rows says: how many rows are missing, which rows it kept,
+    and where to get them all (`where` is our own markup)."""
+    return Markup("{} more {} not listed: this table keeps the {} {}. ").format(
+        left_out, what, MAX_ROWS, kept) + Markup(where)
+
+
 @dataclass
 class Table:
-    """A sortable table; `numeric` columns sort by their cells' keys, others by text."""
+    """A sortable table; `numeric` columns sort by their cells' keys, others by text.
+
+    Rows are kept as rendered HTML, escaped once here: a big report has 10^5 cells, and
+    looping over them in the template cost seconds. `note` says what a shortened table left
+    out.
+    """
 
     columns: list[str]
     numeric: frozenset[int] = frozenset()
-    rows: list[list[Cell]] = field(default_factory=list)
+    rows: list[str] = field(default_factory=list)
+    note: str = ""
 
-    def add(self, cells: list[Cell]) -> None:
-        """Append a row, its sort keys written short (the page aligns by them: a cell with a
-        key is a number, right-aligned by CSS, so no class per cell is needed)."""
-        for cell in cells:
-            if isinstance(cell.sort, float):
-                cell.sort = "inf" if math.isinf(cell.sort) else f"{cell.sort:.6g}"
-        self.rows.append(cells)
+    def add(self, cells: Iterable[Cell]) -> None:
+        """Append a row of cells."""
+        self.rows.append("".join(map(td, cells)))
+
+    def add_columns(self, columns: Sequence[Sequence[str]]) -> None:
+        """Append rows given column by column (`text_tds`, `num_tds`): building a table a
+        column at a time formats each column in one tight loop."""
+        self.rows.extend(map("".join, zip(*columns)))
+
+    @property
+    def body(self) -> Markup:
+        """The `<tr>` elements of the table body."""
+        return Markup("".join(f"<tr>{row}</tr>\n" for row in self.rows))
 
 
 def num_cell(value: Any, fmt: Any = seconds, cls: str = "", title: str = "") -> Cell:
@@ -129,3 +181,25 @@ def num_cell(value: Any, fmt: Any = seconds, cls: str = "", title: str = "") -> 
 def text_cell(value: Any, cls: str = "", title: str = "") -> Cell:
     """A text cell; a missing value shows as a dash."""
     return Cell(DASH if missing(value) else str(value), cls=cls, title=title)
+
+
+def text_tds(values: Iterable[Any], cls: str = "") -> list[str]:
+    """A column of text cells (`text_cell` as HTML); a repeated string is escaped once."""
+    attrs = _attr("class", cls)
+    done: dict[str, str] = {}
+    out = []
+    for value in values:
+        if isinstance(value, str):
+            html = done.get(value) or done.setdefault(value, f"<td{attrs}>{escape(value)}</td>")
+        else:
+            html = f"<td{attrs}>{DASH if missing(value) else escape(str(value))}</td>"
+        out.append(html)
+    return out
+
+
+def num_tds(values: Iterable[Any], fmt: Callable[[Any], str] = seconds, cls: str = "") -> list[str]:
+    """A column of number cells (`num_cell` as HTML)."""
+    attrs = _attr("class", cls)
+    missing_td = f'<td data-sort="inf"{attrs}>{DASH}</td>'
+    return [missing_td if missing(v) else
+            f'<td data-sort="{float(v):.6g}"{attrs}>{escape(fmt(v))}</td>' for v in values]

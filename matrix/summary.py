@@ -15,19 +15,19 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
-from matrix.dataset import CELL, cell_problems, cell_stats, dataset_of
-from matrix.records import Record, short_reason
+from matrix.dataset import CELL, Dataset, cell_problems, cell_stats
+from matrix.records import short_reason
 
 _NONE = "—"
 _FAILED = ("error", "failed-environment")  # shown in red; the rest of the problems in yellow
 
 
-def summarize(records: list[Record]) -> pd.DataFrame:
+def summarize(ds: Dataset) -> pd.DataFrame:
     """One row per cell and process, sorted by model then median load time (failed cells last).
 
     The reused-process method gets rows of its own: its loads are a different measurement.
+    It takes the dataset the HTML report is built from, so the records are tabled once.
     """
-    ds = dataset_of(records)
     parts = [cell_stats(ds, process=p).assign(process=p) for p in ("fresh", "reused")]
     rows = pd.concat([part for part in parts if len(part)] or parts[:1], ignore_index=True)
     rows["artifact_mb"] = rows["bytes"] / 1e6

@@ -1,4 +1,4 @@
-"""A sweep over environments: images → containers → records, one environment at a time.
+"""A sweep over environments: build or find each one, run the harness in it, record; in turn.
 
 One failing build or container is recorded (a `failure` record in that environment's records
 file, with the log excerpt) and the sweep goes on; the manifest is rewritten after every
@@ -9,20 +9,18 @@ Environments run one after another, never side by side: parallel trials would ti
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
 
 from harness.envinfo import machine
 from harness.records import RecordWriter, dump_json, utc_now
-from matrix.backends.docker import DockerBackend, remove_run_containers
 from matrix.environments import Environment, Skipped
-from matrix.images import ensure_image
 from matrix.plan import RunPlan
+from matrix.provisioners import Provisioner
 from matrix.records import MANIFEST, is_complete, read_jsonl
 from matrix.runner import execute
 
@@ -33,22 +31,21 @@ class EnvOutcome:
 
     env_id: str
     status: str  # ok | cells-failed | build-failed | run-failed | interrupted | resumed
-    image: str = ""
+    image: str = ""  # the image tag (docker) or the virtual environment's folder (venv)
     image_built: bool = False
     build_s: float | None = None
+    run_s: float | None = None  # from starting the harness to its end (container removed)
     reason: str = ""
 
 
 @dataclass
 class Sweep:
-    """Everything one `matrix run --backend docker` does after planning."""
+    """Everything one `matrix run --backend docker|venv` does after planning."""
 
     plan: RunPlan
-    client: Any
+    provisioner: Provisioner
     environments: list[Environment]
     skipped: list[Skipped]
-    build_root: Path
-    allow_cache_drop: bool
     console: Console
     outcomes: list[EnvOutcome] = field(default_factory=list)
     started: str = field(default_factory=utc_now)
@@ -61,8 +58,8 @@ class Sweep:
                 self.outcomes.append(self._one(env))
                 self._write_manifest(ended=None)
         except KeyboardInterrupt:
-            removed = remove_run_containers(self.client, self.plan.run_id)
-            self.console.print(f"[yellow]interrupted[/]: removed {removed} container(s); "
+            cleaned = self.provisioner.cleanup(self.plan.run_id)
+            self.console.print(f"[yellow]interrupted[/]: {escape(cleaned)}; "
                                "every completed record is kept")
             self.outcomes.append(EnvOutcome(env_id="-", status="interrupted"))
             self._write_manifest(ended=utc_now())
@@ -77,16 +74,17 @@ class Sweep:
                 self.console.print(f"{env.id}: already complete in this run, skipped")
                 return EnvOutcome(env.id, "resumed")
             records.rename(records.with_suffix(".jsonl.partial"))  # keep it, out of the merge
-        self.console.print(f"[bold]{escape(env.id)}[/]: image")
-        image = ensure_image(self.client, env, self.build_root,
-                             self.plan.run_dir / f"{env.id}.build.log",
-                             on_line=self._build_line(env))
-        outcome = EnvOutcome(env.id, "ok", image=image.tag, image_built=image.built,
-                             build_s=image.seconds)
-        if image.status != "ok":
-            return self._fail(outcome, "build-failed", f"image build failed: {image.reason}")
-        backend = DockerBackend(self.client, env, image.tag, self.allow_cache_drop)
-        run = execute(self.plan, backend, env.id, self.console)
+        what = "image" if self.provisioner.name == "docker" else "virtual environment"
+        self.console.print(f"[bold]{escape(env.id)}[/]: {what}")
+        ready = self.provisioner.prepare(env, self.plan.run_dir / f"{env.id}.build.log",
+                                         self._build_line(env))
+        outcome = EnvOutcome(env.id, "ok", image=ready.ref, image_built=ready.built,
+                             build_s=ready.seconds)
+        if ready.backend is None:
+            return self._fail(outcome, "build-failed", ready.reason)
+        started = time.monotonic()
+        run = execute(self.plan, ready.backend, env.id, self.console)
+        outcome.run_s = round(time.monotonic() - started, 3)
         if run.interrupted:
             raise KeyboardInterrupt
         if run.returncode != 0:
@@ -105,8 +103,8 @@ class Sweep:
         return outcome
 
     def _build_line(self, env: Environment) -> Callable[[str], None]:
-        def show(line: str) -> None:
-            if line.startswith("Step "):
+        def show(line: str) -> None:  # Docker's build steps, uv's own summary lines
+            if line.startswith(("Step ", "Installed ", "Resolved ", "Prepared ")):
                 self.console.print(f"  {escape(env.id)} {escape(line.strip())}")
 
         return show
@@ -117,6 +115,7 @@ class Sweep:
             "started": self.started,
             "ended": ended,
             "matrix": json.loads(self.plan.config.model_dump_json()),
+            "backend": self.provisioner.name,
             "host": machine(),
             "environments": [asdict(env) | {"id": env.id} for env in self.environments],
             "skipped": [asdict(s) for s in self.skipped],

@@ -7,7 +7,9 @@ code, so the steps can be read (and tested) in the order data flows through them
 from __future__ import annotations
 
 import hashlib
+import importlib
 import os
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,20 +17,18 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from matrix.backends import get_backend
+from matrix.backends import Backend, get_backend
 from matrix.config import BUILTIN_LABEL, MatrixConfig, find_config_file, load_config
-from matrix.environments import Environment, Skipped, expand
+from matrix.environments import expand
 from matrix.errors import ConfigError, EnvironmentFailure, ExitCode, MatrixError
-from matrix.plan import RunPlan, new_run_id
+from matrix.plan import RUN_ID, RunPlan, new_run_id
+from matrix.provisioners import DockerProvisioner, Provisioner, VenvProvisioner
+from matrix.pythons import find_pythons
 from matrix.records import error_count, is_complete, read_run
 from matrix.runner import RunOutcome, execute, log_tail
 
 if TYPE_CHECKING:
     from matrix.dataset import Dataset
-
-NO_GPU_RUNTIME = ("no NVIDIA runtime on this Docker host (`docker info` lists {runtimes}); "
-                  "install the NVIDIA Container Toolkit to run GPU cells")
-
 
 def load(config_file: Path | None, overrides: dict[str, Any]) -> tuple[MatrixConfig, str]:
     """The validated matrix and where it came from, for the run header."""
@@ -37,7 +37,7 @@ def load(config_file: Path | None, overrides: dict[str, Any]) -> tuple[MatrixCon
 
 
 def choose_backend(config: MatrixConfig, console: Console) -> str:
-    """`auto` means Docker when a daemon answers, else this interpreter; say which and why."""
+    """`auto` means Docker when a daemon answers, else a venv per environment; say which, why."""
     if config.backend != "auto":
         return config.backend
     from matrix.images import docker_client
@@ -45,20 +45,43 @@ def choose_backend(config: MatrixConfig, console: Console) -> str:
     try:
         docker_client()
     except EnvironmentFailure as exc:
-        console.print(f"backend auto: local ({escape(str(exc).split(':')[0])})")
-        return "local"
+        if config.isolation == "container":
+            raise EnvironmentFailure("--isolation container needs a Docker daemon and none "
+                                     "answers: start it, or use --isolation process") from None
+        console.print(f"backend auto: venv ({escape(str(exc).split(':')[0])})")
+        return "venv"
     console.print("backend auto: docker (a Docker daemon answers)")
     return "docker"
 
 
 # ---- local --------------------------------------------------------------------------------------
 
-def run_local(config: MatrixConfig, source: str, console: Console, html: bool = True) -> int:
-    """One environment: this interpreter and its own TensorFlow; `html` writes the report."""
+def plan_run(config: MatrixConfig, run_id: str | None, resume: str | None) -> RunPlan:
+    """The run's id, chosen before anything runs (the run lock names it): `--resume`'s, which
+    must exist; `--run-id`, a folder name; or a new one."""
+    if run_id and resume:
+        raise ConfigError("--run-id and --resume: give one (--resume continues an existing run)")
+    if run_id is not None and not RUN_ID.fullmatch(run_id):
+        raise ConfigError(f"--run-id: {run_id!r} is not a folder name; use letters, digits, "
+                          "'.', '_' and '-', not starting with '.'")
+    plan = RunPlan(config=config, run_id=resume or run_id or new_run_id())
+    if resume and not plan.run_dir.is_dir():
+        raise ConfigError(f"--resume: no run {resume!r} under {config.results_dir}/")
+    return plan
+
+
+def local_backend() -> Backend:
+    """This interpreter as a backend, checked: EnvironmentFailure if it cannot run the harness."""
     backend = get_backend("local")
     backend.check()
+    return backend
+
+
+def run_local(plan: RunPlan, backend: Backend, source: str, console: Console,
+              html: bool = True) -> int:
+    """One environment: this interpreter and its own TensorFlow; `html` writes the report."""
     env_id = backend.env_id()
-    plan = RunPlan(config=config, run_id=new_run_id())
+    _preload_summary()
     console.print(_header(plan, f"local ({env_id})", source))
     outcome = execute(plan, backend, env_id, console)
     code = _report(plan, console, html)
@@ -82,39 +105,35 @@ def _harness_failure(outcome: RunOutcome, console: Console) -> MatrixError:
     )
 
 
-# ---- docker -------------------------------------------------------------------------------------
+# ---- docker and venv: a sweep over environments -----------------------------------------------
 
-def plan_docker(config: MatrixConfig, client: Any) -> tuple[list[Environment], list[Skipped]]:
-    """The environments to build and run on this engine; GPU cells need its NVIDIA runtime."""
-    environments, skipped = expand(config)
-    if any(env.device == "gpu" for env in environments):
-        runtimes = sorted(client.info().get("Runtimes", {}))
-        if "nvidia" not in runtimes:
-            reason = NO_GPU_RUNTIME.format(runtimes=", ".join(runtimes) or "none")
-            skipped += [Skipped(env.id, reason) for env in environments if env.device == "gpu"]
-            environments = [env for env in environments if env.device != "gpu"]
-    return environments, skipped
+def provisioner_for(backend: str, build_root: Path, allow_cache_drop: bool) -> Provisioner:
+    """How `backend` makes environments: images on the Docker engine, or venvs on this host."""
+    if backend == "docker":
+        from matrix.images import docker_client
+
+        return DockerProvisioner(docker_client(), build_root, allow_cache_drop)
+    return VenvProvisioner(build_root, find_pythons())
 
 
-def run_docker(config: MatrixConfig, source: str, console: Console, build_root: Path,
-               allow_cache_drop: bool, resume: str | None, html: bool = True) -> int:
-    """Every planned environment in its own image and fresh container, one after another."""
-    from matrix.images import docker_client
+def run_sweep(plan: RunPlan, source: str, console: Console, provisioner: Provisioner,
+              html: bool = True) -> int:
+    """Every planned environment made (or found) and measured in turn, one after another.
+
+    Environments already complete in the run's folder are skipped: that is what `--resume`
+    and jobs sharing one `--run-id` rely on."""
     from matrix.sweep import Sweep, summary_line
 
-    client = docker_client()
-    environments, skipped = plan_docker(config, client)
+    environments, skipped = provisioner.plan(plan.config)
     for cell in skipped:
         console.print(f"[yellow]skipped[/] {escape(cell.id)}: {escape(cell.reason)}")
     if not environments:
         raise ConfigError("no environment left to run: every cell was skipped (reasons above)")
-    plan = RunPlan(config=config, run_id=resume or new_run_id())
-    if resume and not plan.run_dir.is_dir():
-        raise ConfigError(f"--resume: no run {resume!r} under {config.results_dir}/")
-    console.print(_header(plan, f"docker ({len(environments)} environments)", source))
+    where = f"{provisioner.name} ({len(environments)} environments)"
+    console.print(_header(plan, where, source))
+    _preload_summary()
     try:
-        outcomes = Sweep(plan, client, environments, skipped, build_root, allow_cache_drop,
-                         console).run()
+        outcomes = Sweep(plan, provisioner, environments, skipped, console).run()
     except KeyboardInterrupt:
         _report(plan, console)
         console.print(f"resume with: matrix run --resume {plan.run_id}")
@@ -143,7 +162,7 @@ def build_all(config: MatrixConfig, build_root: Path, console: Console) -> int:
     from matrix.images import docker_client, ensure_image
 
     client = docker_client()
-    environments, skipped = plan_docker(config, client)
+    environments, skipped = DockerProvisioner(client, build_root, False).plan(config)
     for cell in skipped:
         console.print(f"[yellow]skipped[/] {escape(cell.id)}: {escape(cell.reason)}")
     table = Table("environment", "image", "built", "seconds", "status")
@@ -165,6 +184,18 @@ def build_all(config: MatrixConfig, build_root: Path, console: Console) -> int:
 
 # ---- shared -------------------------------------------------------------------------------------
 
+def _preload_summary() -> None:
+    """Import what the end-of-run summary needs (pandas: ~0.8 s) in a thread, now.
+
+    Meanwhile the main thread only waits: on the engine (container create and start), then on
+    the harness, which starts its interpreter, imports TensorFlow and saves its models before
+    it times anything. So the import costs no wall time at the end, and it is over long before
+    the first timed trial. Python's import lock makes a later import wait for it.
+    """
+    threading.Thread(target=importlib.import_module, args=("matrix.summary",),
+                     daemon=True).start()
+
+
 def _header(plan: RunPlan, where: str, source: str) -> str:
     c = plan.config
     return escape(
@@ -177,19 +208,19 @@ def _header(plan: RunPlan, where: str, source: str) -> str:
 def _report(plan: RunPlan, console: Console, html: bool = False) -> int:
     """Summary table of everything the run wrote (and with `html` the HTML report); exit code 1
     when a cell has status error."""
+    from matrix.dataset import load_runs
     from matrix.summary import render, summarize
 
-    found = read_run(plan.run_dir)
+    found = read_run(plan.run_dir)  # orjson, cheap: the raw records, for the checks below
     for problem in found.problems:
         console.print(f"[yellow]warning[/] {escape(problem)}")
     measured = any(r.get("kind") in ("trial", "artifact", "failure") for r in found.records)
     if measured:
-        console.print(render(summarize(found.records)))
+        ds = load_runs([plan.run_dir])  # tabled once, for the terminal and the HTML report
+        console.print(render(summarize(ds)))
     console.print(f"results: {escape(str(plan.run_dir))}/")
     if measured and html:
-        from matrix.dataset import load_runs
-
-        report(load_runs([plan.run_dir]), REPORTS, plan.config.results_dir, console)
+        report(ds, REPORTS, plan.config.results_dir, console)
     by_env: dict[str, list] = {}
     for record in found.records:
         by_env.setdefault(str(record.get("env_id")), []).append(record)

@@ -109,6 +109,30 @@ def derived_run(real: Path, out: Path) -> Path:
     return out
 
 
+def sweep_run(real: Path, out: Path, envs: int, models: int) -> Path:
+    """A sweep of `envs` environments × `models` models, made of the real run's records: each
+    environment's file is the real one under another env id, its model under `models` names,
+    and every `cold-model` trial invalid, so half the cells are problem cells. (A sweep of
+    thousands of cells takes days to measure; its records have exactly this shape.)"""
+    records = _read(real / f"{ENV_ID}.jsonl")
+    head = [r for r in records if r["kind"] not in ("artifact", "trial", "done")]
+    body = [r for m in range(models) for r in _renamed(records, f"model-{m:02d}")]
+    done = [r for r in records if r["kind"] == "done"]
+    for e in range(envs):
+        env_id = f"sweep-{e:02d}"
+
+        def moved(r: Record, env_id: str = env_id) -> Record:
+            r.update(run_id=out.name, env_id=env_id)
+            if "cell_id" in r:
+                r["cell_id"] = r["cell_id"].replace(ENV_ID, env_id, 1)
+            if r["kind"] == "trial" and r["cache_mode"] == "cold-model":
+                r.update(status="invalid", reason="page cache not evicted")
+            return r
+
+        _write(out / f"{env_id}.jsonl", _rewritten([*head, *body, *done], moved))
+    return out
+
+
 @dataclass
 class Inputs:
     """What `matrix report` hands to `write_report` for the real run and its derived run."""

@@ -28,12 +28,25 @@ def _run(*args: str):
         ),
         (
             ["--backend", "kubernetes"],
-            "error: --backend: must be 'local', 'docker' or 'auto' (got 'kubernetes')",
+            "error: --backend: must be 'local', 'docker', 'venv' or 'auto' (got 'kubernetes')",
         ),
         (
             ["--models", "missing/model.keras"],
             "error: --models: model file 'missing/model.keras' does not exist; "
             "give a path to a .keras, .h5 or SavedModel",
+        ),
+        (
+            ["--run-id", "../elsewhere"],
+            "error: --run-id: '../elsewhere' is not a folder name; use letters, digits, '.', '_' "
+            "and '-', not starting with '.'",
+        ),
+        (
+            ["--run-id", "nightly-1", "--resume", "20261127-183000-ab12"],
+            "error: --run-id and --resume: give one (--resume continues an existing run)",
+        ),
+        (
+            ["--resume", "20261127-183000-ab12"],
+            "error: --resume: no run '20261127-183000-ab12' under results/",
         ),
     ],
 )
@@ -70,7 +83,8 @@ def test_explicit_config_wins_over_the_local_file(in_tmp: Path) -> None:
 def test_a_flag_overrides_a_bad_file_value(in_tmp: Path) -> None:
     (in_tmp / "matrix.yaml").write_text("repeats: 0\n")
     result = _run("--repeats", "2", "--backend", "none")
-    assert result.stderr == "error: --backend: must be 'local', 'docker' or 'auto' (got 'none')\n"
+    assert result.stderr == ("error: --backend: must be 'local', 'docker', 'venv' or 'auto' "
+                             "(got 'none')\n")
 
 
 def test_help_documents_the_exit_codes() -> None:

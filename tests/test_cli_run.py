@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from matrix.runs import run_dirs
 from tests.harness_helpers import FLOAT_FORMATS, ROOT
 
 MATRIX = [sys.executable, "-m", "matrix"]
@@ -28,7 +29,7 @@ def matrix_run(cwd: Path, *args: str, env: dict[str, str] | None = None):
 
 
 def only_run_dir(results: Path) -> Path:
-    (run_dir,) = results.iterdir()
+    (run_dir,) = run_dirs(results)  # beside it: the results folder's run lock file
     return run_dir
 
 

@@ -7,6 +7,7 @@ import math
 import pytest
 from rich.console import Console
 
+from matrix.dataset import dataset_of
 from matrix.summary import render, summarize
 
 
@@ -73,7 +74,7 @@ def _row(summary, fmt: str, cache: str, process: str = "fresh") -> dict:
 
 
 def test_statistics_use_only_ok_measured_trials(records) -> None:
-    h5 = _row(summarize(records), "h5", "cold")
+    h5 = _row(summarize(dataset_of(records)), "h5", "cold")
     assert h5["n"] == 4
     assert h5["load_median"] == pytest.approx(2.5)  # the 9 s warm-up is excluded
     assert h5["load_iqr"] == pytest.approx(1.5)  # q75 3.25 - q25 1.75
@@ -84,24 +85,25 @@ def test_statistics_use_only_ok_measured_trials(records) -> None:
 
 
 def test_parity_is_the_worst_trial(records) -> None:
-    assert _row(summarize(records), "tflite", "warm")["parity_max"] == pytest.approx(3e-4)
+    row = _row(summarize(dataset_of(records)), "tflite", "warm")
+    assert row["parity_max"] == pytest.approx(3e-4)
 
 
 def test_invalid_trials_are_left_out_and_noted(records) -> None:
-    cold = _row(summarize(records), "tflite", "cold")
+    cold = _row(summarize(dataset_of(records)), "tflite", "cold")
     assert cold["n"] == 1
     assert cold["load_median"] == pytest.approx(0.030)
     assert cold["note"] == "1 invalid: 12 % resident before load"
 
 
 def test_reused_process_loads_get_their_own_row(records) -> None:
-    summary = summarize(records)
+    summary = summarize(dataset_of(records))
     assert _row(summary, "tflite", "warm", "reused")["load_median"] == pytest.approx(0.001)
     assert _row(summary, "tflite", "warm")["n"] == 2
 
 
 def test_failed_cells_get_a_row_with_their_reason(records) -> None:
-    summary = summarize(records)
+    summary = summarize(dataset_of(records))
     keras = _row(summary, "keras", "cold", "—")  # a failed cell has no process to speak of
     assert (keras["status"], keras["note"], keras["n"]) == ("error", "OSError: bad zip", 0)
     ckpt = _row(summary, "weights-ckpt", "—", "—")
@@ -112,7 +114,7 @@ def test_failed_cells_get_a_row_with_their_reason(records) -> None:
 
 
 def test_rows_sort_by_model_then_median_load_with_failures_last(records) -> None:
-    summary = summarize(records)
+    summary = summarize(dataset_of(records))
     assert list(summary["model"]) == ["DenseNet201"] + ["MobileNetV2"] * 7
     mobile = summary[summary["model"] == "MobileNetV2"]
     loads = mobile["load_median"].dropna().tolist()
@@ -122,7 +124,7 @@ def test_rows_sort_by_model_then_median_load_with_failures_last(records) -> None
 
 def test_rendered_table_shows_values_status_and_reasons(records) -> None:
     console = Console(width=200, record=True, color_system=None)
-    console.print(render(summarize(records)))
+    console.print(render(summarize(dataset_of(records))))
     text = console.export_text()
     assert "2500.0" in text and "1500.0" in text  # h5 cold median and IQR, in ms
     assert "14.0" in text  # artifact MB
@@ -133,6 +135,7 @@ def test_rendered_table_shows_values_status_and_reasons(records) -> None:
 
 
 def test_no_trials_at_all_still_summarizes_failures(record) -> None:
-    summary = summarize([record("failure", scope="environment", reason="TensorFlow missing")])
+    failure = record("failure", scope="environment", reason="TensorFlow missing")
+    summary = summarize(dataset_of([failure]))
     assert list(summary["status"]) == ["failed-environment"]
     assert summary["note"].iloc[0] == "TensorFlow missing"

@@ -125,6 +125,7 @@ def test_batched_p_values_equal_one_scipy_call_per_pair() -> None:
     expected = [mannwhitneyu(a, b).pvalue if min(len(a), len(b)) > 1 else math.nan
                 for a, b in pairs]
     assert p_values(pairs) == pytest.approx(expected, nan_ok=True)
+    assert p_values([]) == [] and math.isnan(p_values([([0.1], [0.2, 0.3])])[0])
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,6 @@ other environment.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -23,23 +22,14 @@ from matrix.backends.docker import RUN_LABEL, run_request, start_container
 from matrix.config import load_config
 from matrix.environments import Environment, expand
 from matrix.plan import RunPlan
-from matrix.workflow import plan_docker
-from tests.docker_matrix import MATRIX_YAML
+from matrix.provisioners import DockerProvisioner
+from matrix.runs import run_dirs
+from tests.docker_matrix import MATRIX_YAML, matrix, records
 
 pytest_plugins = ["tests.docker_fixtures"]
 
 SLICE = ("--models", "dense-10k", "--formats", "h5,tflite", "--repeats", "1", "--warmup", "0",
          "--inference-runs", "2")
-
-
-def matrix(cwd: Path, *args: str, env: dict[str, str] | None = None):
-    return subprocess.run([sys.executable, "-m", "matrix", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=1800, env={**os.environ, "COLUMNS": "200",
-                                                        **(env or {})})
-
-
-def records(run_dir: Path, env_id: str) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / f"{env_id}.jsonl").read_text().splitlines()]
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +49,7 @@ def sweep(workdir: Path, cpu_image, image_build_root: Path):
     """
     proc = matrix(workdir, "run", "--backend", "docker", "--build-dir", str(image_build_root),
                   "--cache", "cold-model,warm,cold", *SLICE)
-    (run_dir,) = (workdir / "results").iterdir()
+    (run_dir,) = run_dirs(workdir / "results")
     return proc, run_dir
 
 
@@ -83,6 +73,10 @@ def test_the_working_environment_measured_in_its_container(sweep, cpu_image) -> 
     assert env["in_container"] is True and env["tensorflow"] == "2.21.0"
     assert env["python"].startswith("3.11.") and env["drop_caches_allowed"] is False
     assert env["drop_caches_via"] == "host"
+    # isolation process (the default): every trial ran as a process in this one container
+    trial_containers = {t["container_id"] for t in got if t["kind"] == "trial" and "load_s" in t}
+    assert trial_containers == {env["container_id"]} and env["container_id"]
+    assert {t["isolation"] for t in got if "load_s" in t} == {"process"}
     artifacts = [r for r in got if r["kind"] == "artifact"]
     assert {a["storage"]["kind"] for a in artifacts} == {"volume"}
     trials = [r for r in got if r["kind"] == "trial"]
@@ -125,7 +119,7 @@ def test_allowed_cache_drop_makes_cold_trials_real(tmp_path: Path, cpu_image,
                   "--allow-cache-drop", "--cache", "cold", "--models", "dense-10k",
                   "--formats", "tflite", "--repeats", "1", "--warmup", "0")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    (run_dir,) = (tmp_path / "results").iterdir()
+    (run_dir,) = run_dirs(tmp_path / "results")
     (trial,) = [r for r in records(run_dir, "tf2.21-py3.11-cpu") if r["kind"] == "trial"]
     assert trial["status"] == "ok" and trial["eviction"] == "drop_caches"
     assert trial["resident_before"] <= 0.01 and trial["import_libs_resident_before"] <= 0.01
@@ -158,7 +152,7 @@ def test_gpu_cells_request_every_gpu_and_are_skipped_without_nvidia(docker_engin
         DeviceRequest(count=-1, capabilities=[["gpu"]])]
     assert request["host"]["cap_add"] == ["SYS_ADMIN"] and request["unmasked_proc"] is True
     assert request["host"]["network_mode"] == "none"
-    environments, skipped = plan_docker(config, docker_engine)
+    environments, skipped = DockerProvisioner(docker_engine, Path("build"), False).plan(config)
     assert [e.id for e in environments] == ["tf2.21-py3.11-cpu"]
     assert [s.id for s in skipped] == ["tf2.21-py3.11-gpu"]
     assert "no NVIDIA runtime" in skipped[0].reason
@@ -168,17 +162,7 @@ def test_no_daemon_is_one_line_with_the_fix(tmp_path: Path) -> None:
     proc = matrix(tmp_path, "run", "--backend", "docker",
                   env={"DOCKER_HOST": f"unix://{tmp_path}/no-daemon.sock"})
     assert proc.returncode == 3
-    assert proc.stderr.count("\n") == 1 and "--backend local" in proc.stderr
-
-
-def test_auto_backend_falls_back_to_local_without_a_daemon(tmp_path: Path) -> None:
-    proc = matrix(tmp_path, "run", "--backend", "auto", "--models", "dense-10k", "--formats",
-                  "tflite", "--cache", "warm", "--repeats", "1", "--warmup", "0",
-                  env={"DOCKER_HOST": f"unix://{tmp_path}/no-daemon.sock"})
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "backend auto: local (cannot reach the Docker daemon" in proc.stdout
-    (run_dir,) = (tmp_path / "results").iterdir()
-    assert [p.name for p in run_dir.glob("local-*.jsonl")]
+    assert proc.stderr.count("\n") == 1 and "--backend venv" in proc.stderr
 
 
 def test_ctrl_c_removes_the_container_and_keeps_the_records(tmp_path: Path, cpu_image,

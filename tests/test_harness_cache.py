@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import threading
-import time
 
 import pytest
 
@@ -55,25 +53,3 @@ def test_drop_caches_matches_its_permission(artifact):
     else:
         with pytest.raises(OSError):
             cache.drop_all_caches()
-
-
-def test_the_host_drops_the_cache_when_a_container_asks(artifact, tmp_path):
-    """The handshake between a harness that may not drop caches and root on the host."""
-    folder = str(tmp_path / "drops")
-    cache.read_all(artifact)
-    answered = []
-
-    def host() -> None:
-        deadline = time.monotonic() + 30
-        while not answered and time.monotonic() < deadline:
-            answered.extend([1] * cache.serve_host_drops(folder))
-            time.sleep(0.01)
-
-    server = threading.Thread(target=host)
-    server.start()
-    cache.request_host_drop(folder)
-    server.join()
-    assert answered == [1]
-    assert os.listdir(folder) == []  # request and answer are cleaned up
-    if cache.drop_caches_allowed():
-        assert cache.residency(artifact) <= cache.COLD_MAX_RESIDENT

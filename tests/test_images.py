@@ -265,7 +265,7 @@ def test_no_daemon_is_one_line_saying_how_to_start_one(
         docker_client()
     message = str(failure.value)
     assert message.startswith(f"cannot reach the Docker daemon at {host}: start it (e.g. ")
-    assert message.endswith("or use --backend local") and "\n" not in message
+    assert message.endswith("or use --backend venv (no Docker needed)") and "\n" not in message
     assert failure.value.exit_code == 3
 
 

@@ -256,7 +256,8 @@ def test_unsafe_or_impossible_axis_values_are_one_line_errors(
             'base_images: {"3.11": "python:3.11\\nRUN curl evil"}\n',
             "matrix.yaml: base_images: 3.11: invalid image 'python:3.11\\nRUN curl evil'",
         ),
-        ("backend: kubernetes\n", "matrix.yaml: backend: must be 'local', 'docker' or 'auto'"),
+        ("backend: kubernetes\n",
+         "matrix.yaml: backend: must be 'local', 'docker', 'venv' or 'auto'"),
     ],
 )
 def test_axis_errors_in_a_file_name_the_file_and_key(in_tmp: Path, text: str, message: str) -> None:

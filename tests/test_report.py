@@ -13,10 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from matrix.dataset import cell_problems, cell_stats, load_runs
+from matrix.history import series_frame
 from matrix.report import SECTIONS, write_report
 from matrix.report_charts import heat_map
 from matrix.report_pairs import embed_json
-from matrix.report_text import count, seconds, size
+from matrix.report_text import MAX_ROWS, count, seconds, size
 from tests.report_inputs import (
     ENV_ID,
     HOSTILE_REASON,
@@ -25,7 +27,9 @@ from tests.report_inputs import (
     SCRIPT_NAME,
     Inputs,
     build_report,
+    real_run,
     report_inputs,
+    sweep_run,
 )
 
 pytestmark = pytest.mark.slow  # one real harness run (about a minute), shared by the session
@@ -118,6 +122,57 @@ def test_history_is_optional(inputs: Inputs, tmp_path: Path) -> None:
     text = path.read_text()
     assert path == tmp_path / "r" / "index.html"
     assert '<section id="history">' not in text and 'href="#history"' not in text
+
+
+def _sweep_report(base: Path, out: Path, envs: int, models: int) -> str:
+    ds = load_runs([sweep_run(real_run(base), out / "sweep", envs, models)])
+    return write_report(ds, cell_stats(ds), cell_problems(ds), out / "report", "sweep",
+                        history=series_frame(ds)).read_text(encoding="utf-8")
+
+
+def _section(html: str, section: str) -> str:
+    start = html.index(f'<section id="{section}">')
+    return html[start:html.index("</section>", start)]
+
+
+def _rows(html: str, table: str) -> int:
+    body = html[html.index(f'id="{table}"'):]
+    return body[body.index("<tbody>"):body.index("</tbody>")].count("<tr>")
+
+
+def test_a_big_sweep_keeps_every_section_and_counts_what_it_leaves_out(
+        base: Path, tmp_path: Path) -> None:
+    """1200 measured and 1200 invalid cells in 30 environments: the per-cell tables keep
+    MAX_ROWS rows and say how many more there are, the bars pool the environments, and the
+    heat map still has every environment."""
+    envs, models = 30, 20
+    html = _sweep_report(base, tmp_path, envs, models)
+    cells = envs * models * 2  # h5 and tflite, warm; every cold-model cell is invalid
+    for section, _ in SECTIONS:
+        assert f'<section id="{section}">' in html
+    assert len(html.encode()) < 10 * 1024 * 1024
+    for table in ("t-runtime", "t-problems", "t-history"):
+        assert _rows(html, table) == MAX_ROWS
+    assert f"{cells - MAX_ROWS} more cells not listed" in _section(html, "runtime")
+    assert f"{cells - MAX_ROWS} more problem cells not listed" in _section(html, "problems")
+    assert f"{cells - MAX_ROWS} more series not listed" in _section(html, "history")
+    assert "page cache not evicted" in _section(html, "problems")
+    bars = _section(html, "bars")
+    assert bars.count('<svg class="chart"') == models
+    assert f"{envs} environments are too many to draw a panel each" in bars
+    assert f"<h3>Median of {envs} environments</h3>" in bars
+    heat = _section(html, "heatmap")
+    assert all(f"<title>sweep-{e:02d}</title>" in heat for e in range(envs))
+
+
+def test_a_sweep_of_a_few_hundred_cells_lists_every_cell(base: Path, tmp_path: Path) -> None:
+    envs, models = 5, 15
+    html = _sweep_report(base, tmp_path, envs, models)
+    cells = envs * models * 2
+    for table in ("t-runtime", "t-problems", "t-history"):
+        assert _rows(html, table) == cells
+    assert 'class="more"' not in html
+    assert _section(html, "bars").count('<svg class="chart"') == envs * models
 
 
 def test_units_fit_the_value() -> None:

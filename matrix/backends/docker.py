@@ -14,19 +14,23 @@ import contextlib
 import re
 import subprocess
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
 from docker.errors import APIError, NotFound
 from docker.types import DeviceRequest
+from requests.exceptions import RequestException
 
-from harness.cache import HOST_DROP_ENV, drop_caches_allowed, serve_host_drops
+from harness.cache import drop_all_caches, drop_caches_allowed
+from harness.hostcalls import CALLS_DIR_ENV, SERVES_ENV, Handler, serve_host_calls
 from matrix.environments import Environment
 from matrix.plan import RunPlan
 
 RESULTS_MOUNT = "/results"
 ARTIFACTS_MOUNT = "/artifacts"
 RUN_LABEL = "tf-load-matrix.run"
+TRIAL_LABEL = "tf-load-matrix.trial"
 
 
 def container_name(run_id: str, env_id: str) -> str:
@@ -34,13 +38,13 @@ def container_name(run_id: str, env_id: str) -> str:
     return re.sub(r"[^a-zA-Z0-9_.-]", "_", f"tflm-{run_id}-{env_id}")
 
 
-def host_drop_dir(plan: RunPlan, env_id: str) -> Path:
-    """Where a container asks the host to drop the page cache (inside the records mount)."""
-    return plan.run_dir / f".cache-drop-{env_id}"
+def host_calls_dir(plan: RunPlan, env_id: str) -> Path:
+    """Where a container asks the host for what it may not do itself (in the records mount)."""
+    return plan.run_dir / f".host-calls-{env_id}"
 
 
 def run_request(env: Environment, plan: RunPlan, tag: str, allow_cache_drop: bool,
-                host_drop: bool = False) -> dict:
+                host_calls: Sequence[str] = ()) -> dict:
     """Everything sent to the engine for one harness container, as one plain dict.
 
     Kept pure so the exact request — including the GPU device request that cannot be exercised
@@ -60,18 +64,42 @@ def run_request(env: Environment, plan: RunPlan, tag: str, allow_cache_drop: boo
     if env.device == "gpu":
         host["device_requests"] = [DeviceRequest(count=-1, capabilities=[["gpu"]])]
     environment = {}
-    if host_drop:
-        inside = f"{RESULTS_MOUNT}/{host_drop_dir(plan, env.id).name}"
-        environment[HOST_DROP_ENV] = inside
+    if host_calls:  # the kinds of call (harness.hostcalls) the host answers for this container
+        environment[CALLS_DIR_ENV] = f"{RESULTS_MOUNT}/{host_calls_dir(plan, env.id).name}"
+        environment[SERVES_ENV] = ",".join(host_calls)
     return {
         "image": tag,
         "environment": environment,
+        "entrypoint": None,  # the image's own: python3 -m harness
         "command": plan.harness_args(env.id, out=RESULTS_MOUNT, work=ARTIFACTS_MOUNT),
         "name": container_name(plan.run_id, env.id),
         "labels": {RUN_LABEL: plan.run_id, "tf-load-matrix.env": env.id},
         "host": host,
         "unmasked_proc": allow_cache_drop,
     }
+
+
+def trial_request(env: Environment, plan: RunPlan, tag: str, allow_cache_drop: bool,
+                  call: dict) -> dict:
+    """The container of one trial (`--isolation container`), for a harness `trial` call.
+
+    It is the environment's own request — same image, mounts, capabilities, no network, run
+    label (so the Ctrl-C cleanup finds it too) — running only the trial worker's argv. Paths in
+    the argv are valid in it because the mounts are the same; the artifacts are the same
+    volume's inodes, so the page-cache state the harness prepared and proved is the one the
+    worker meets.
+    """
+    argv, environment = call.get("argv"), call.get("env")
+    if not (isinstance(argv, list) and argv and all(isinstance(a, str) for a in argv)):
+        raise ValueError(f"trial call: argv must be a non-empty list of strings (got {argv!r})")
+    if not (isinstance(environment, dict) and
+            all(isinstance(v, str) for v in environment.values())):
+        raise ValueError(f"trial call: env must map names to strings (got {environment!r})")
+    request = run_request(env, plan, tag, allow_cache_drop)
+    request.update(name=f"{request['name']}-trial-{call['id']}", entrypoint=argv[:1],
+                   command=argv[1:], environment=dict(environment),
+                   labels={**request["labels"], TRIAL_LABEL: str(call["id"])})
+    return request
 
 
 def start_container(client: Any, request: dict, **overrides: Any) -> Any:
@@ -83,7 +111,8 @@ def start_container(client: Any, request: dict, **overrides: Any) -> Any:
     created = client.api.create_container(
         image=request["image"], command=request["command"], name=request["name"],
         labels=request["labels"], host_config=host_config, environment=request["environment"],
-        volumes=[b["bind"] for b in request["host"].get("binds", {}).values()], **overrides)
+        volumes=[b["bind"] for b in request["host"].get("binds", {}).values()],
+        **{"entrypoint": request["entrypoint"], **overrides})
     client.api.start(created["Id"])
     return client.containers.get(created["Id"])
 
@@ -99,6 +128,11 @@ class ContainerHarness:
         self._container = container
         self._copier = threading.Thread(target=self._copy_logs, args=(log,), daemon=True)
         self._copier.start()
+        # One blocking `docker wait` in a thread: the exit is seen the moment it happens,
+        # without an inspect request per poll.
+        self._exited = threading.Event()
+        self._exit_code = -1
+        threading.Thread(target=self._wait_for_exit, daemon=True).start()
 
     def _copy_logs(self, log: IO[bytes]) -> None:
         try:
@@ -108,21 +142,19 @@ class ContainerHarness:
         except (APIError, ValueError):  # container removed, or log file closed at shutdown
             return
 
+    def _wait_for_exit(self) -> None:
+        with contextlib.suppress(APIError, RequestException):  # removed under us: code -1
+            self._exit_code = int(self._container.wait()["StatusCode"])
+        self._exited.set()
+
     def poll(self) -> int | None:
-        self._container.reload()
-        if self._container.status in ("exited", "dead"):
-            return int(self._container.attrs["State"]["ExitCode"])
-        return None
+        return self._exit_code if self._exited.is_set() else None
 
     def wait(self, timeout: float | None = None) -> int:
-        try:
-            result = self._container.wait(timeout=timeout)
-        except Exception as exc:  # the SDK raises requests' ReadTimeout / ConnectionError
-            if "timed out" in str(exc).lower() or type(exc).__name__ == "ReadTimeout":
-                raise subprocess.TimeoutExpired("docker wait", timeout or 0) from exc
-            raise
+        if not self._exited.wait(timeout):
+            raise subprocess.TimeoutExpired("docker wait", timeout or 0)
         self._copier.join(timeout=5)
-        return int(result["StatusCode"])
+        return self._exit_code
 
     def interrupt(self) -> None:
         """The container is outside our process group: hand it the Ctrl-C (its PID 1 is the
@@ -164,12 +196,53 @@ class DockerBackend:
 
     def launch(self, plan: RunPlan, env_id: str, log: IO[bytes]) -> ContainerHarness:
         request = run_request(self._env, plan, self._tag, self._allow_cache_drop,
-                              host_drop=self._host_drop)
+                              host_calls=sorted(self._services(plan)))
         return ContainerHarness(start_container(self._client, request), log)
 
     def serve(self, plan: RunPlan, env_id: str) -> None:
+        services = self._services(plan)
+        if services:
+            serve_host_calls(str(host_calls_dir(plan, env_id)), services)
+
+    def _services(self, plan: RunPlan) -> dict[str, Handler]:
+        """What the harness container may ask of this host: page-cache drops (when the host may
+        and the container may not) and, with `isolation: container`, each trial run in a
+        fresh container, so no trial inherits another's container state."""
+        services: dict[str, Handler] = {}
         if self._host_drop:
-            serve_host_drops(str(host_drop_dir(plan, env_id)))
+            services["drop"] = _drop_caches
+        if plan.config.isolation == "container":
+            services["trial"] = lambda call: self._run_trial(plan, call)
+        return services
+
+    def _run_trial(self, plan: RunPlan, call: dict) -> dict:
+        request = trial_request(self._env, plan, self._tag, self._allow_cache_drop, call)
+        return run_trial_container(self._client, request, float(call["timeout_s"]))
+
+
+def run_trial_container(client: Any, request: dict, timeout_s: float) -> dict:
+    """Run one trial's container to its end and remove it; the `trial` call's answer.
+
+    Docker reports a PID 1 killed by signal N as exit code 128 + N, as a shell does; it is
+    turned back into -N, which the harness reports as "killed by SIGN", as for a child process.
+    """
+    container = start_container(client, request)
+    try:
+        try:
+            code = int(container.wait(timeout=timeout_s)["StatusCode"])
+        except RequestException:  # requests' ReadTimeout: still running at the deadline
+            raise TimeoutError(f"trial timed out after {timeout_s:g} s") from None
+        stderr = container.logs(stdout=False, stderr=True, tail=50)
+    finally:
+        with contextlib.suppress(NotFound):
+            container.remove(force=True)
+    return {"exit_code": -(code - 128) if code > 128 else code,
+            "stderr": stderr.decode(errors="replace"), "container_id": container.id}
+
+
+def _drop_caches(_call: dict) -> dict:
+    drop_all_caches()
+    return {}
 
 
 def remove_run_containers(client: Any, run_id: str) -> int:

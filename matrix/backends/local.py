@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import subprocess
 import sys
+from collections.abc import Mapping
 from typing import IO
 
 from harness.envinfo import local_env_id
@@ -44,12 +45,19 @@ class LocalBackend:
         return local_env_id()
 
     def launch(self, plan: RunPlan, env_id: str, log: IO[bytes]) -> HarnessProcess:
-        return HarnessProcess(
-            [sys.executable, "-m", "harness", *plan.harness_args(env_id)],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        return launch_harness(sys.executable, plan.harness_args(env_id), log)
 
     def serve(self, plan: RunPlan, env_id: str) -> None:
         """The local harness drops caches itself (or records why it cannot)."""
+
+
+def launch_harness(python: str, args: list[str], log: IO[bytes],
+                   environ: Mapping[str, str] | None = None) -> HarnessProcess:
+    """`python -m harness ARGS` as a child of `matrix`, its output going to `log`."""
+    return HarnessProcess(
+        [python, "-m", "harness", *args],
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=None if environ is None else dict(environ),
+    )

@@ -1,0 +1,98 @@
+"""Ask the host to do what this container may not: one file handshake for every kind of call.
+
+A container shares the host's kernel and page cache but neither its privileges nor its Docker
+engine; the orchestrator on the host has both. So the harness writes a request (JSON) into a
+folder on a mount both sides see, the orchestrator polls that folder, does the work and writes
+the answer beside it. Every file appears whole (written to a temporary name, then renamed), so
+neither side ever reads half of one. The kinds of call the orchestrator serves are named in the
+container's environment: the harness asks only for what is offered.
+
+Kinds: `drop` (drop the page cache; answer `{}`) and `trial` (run the trial worker in a fresh
+container: request `argv`, `env`, `timeout_s`; answer `exit_code`, `stderr`, `container_id`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from typing import Any, Callable  # typing's: the harness still runs on Python 3.8
+
+from harness.records import dump_json
+
+# Set by the orchestrator on the harness container: the folder (on the records mount) where
+# requests go, and the comma-separated kinds of call it answers.
+CALLS_DIR_ENV = "HARNESS_HOST_CALLS_DIR"
+SERVES_ENV = "HARNESS_HOST_SERVES"
+POLL_S = 0.01  # the harness waits on an answer this finely: its wait is part of a trial's cost
+
+Handler = Callable[[dict], dict]
+
+
+class HostCallError(OSError):
+    """The host did not answer in time, or answered that it could not do what was asked."""
+
+
+def offered(kind: str) -> bool:
+    """Whether the orchestrator on the host answers calls of this kind."""
+    return bool(os.environ.get(CALLS_DIR_ENV)) and kind in os.environ.get(SERVES_ENV, "").split(",")
+
+
+def calls_dir() -> str:
+    """The folder both sides see (created if need be); also where a file must go to be seen
+    by a container the host starts, such as a trial's result file."""
+    folder = os.environ[CALLS_DIR_ENV]
+    os.makedirs(folder, exist_ok=True)
+    return folder
+
+
+def call_host(kind: str, wait_s: float, **payload: Any) -> dict:
+    """Ask the host for `kind` with `payload`; wait up to `wait_s` for its answer's fields."""
+    call_id = f"{os.getpid()}-{time.monotonic_ns()}"
+    base = os.path.join(calls_dir(), call_id)
+    dump_json(f"{base}.request", {"kind": kind, "id": call_id, **payload})
+    deadline = time.monotonic() + wait_s
+    while not os.path.exists(f"{base}.done"):
+        if time.monotonic() > deadline:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(f"{base}.request")  # withdrawn: a late host finds nothing to do
+            raise HostCallError(f"the host did not answer the {kind} call within {wait_s:g} s")
+        time.sleep(POLL_S)
+    with open(f"{base}.done") as handle:
+        answer = json.load(handle)
+    os.remove(f"{base}.done")
+    if "error" in answer:
+        raise HostCallError(f"the host could not {kind}: {answer['error']}")
+    return answer
+
+
+def serve_host_calls(folder: str, handlers: dict[str, Handler]) -> int:
+    """Host side: answer every pending request in `folder`; returns how many were answered.
+
+    A handler gets the request and returns the answer's fields; whatever it raises (short of a
+    Ctrl-C) becomes the answer's `error`, so a failure lands in the record of the trial that
+    asked instead of ending the whole run.
+    """
+    try:
+        pending = sorted(n for n in os.listdir(folder) if n.endswith(".request"))
+    except FileNotFoundError:
+        return 0
+    for name in pending:
+        base = os.path.join(folder, name[: -len(".request")])
+        try:
+            with open(f"{base}.request") as handle:
+                call = json.load(handle)
+        except FileNotFoundError:
+            continue  # withdrawn by a harness that stopped waiting
+        handler = handlers.get(call.get("kind"))
+        try:
+            if handler is None:
+                raise HostCallError(f"this host does not serve {call.get('kind')!r} calls")
+            answer = handler(call)
+        except Exception as exc:  # every failure is the asker's to record
+            answer = {"error": str(exc) or type(exc).__name__}
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(f"{base}.request")
+        dump_json(f"{base}.done", answer)
+    return len(pending)
