@@ -12,6 +12,7 @@ import sys
 
 from harness.catalog import CACHE_MODES, FORMATS, CatalogError, check_choices, parse_model
 from harness.envinfo import local_env_id
+from harness.hostcalls import HostCallError, wait_for_start
 from harness.runner import Options, Run
 
 
@@ -36,6 +37,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, default=1234)
     run.add_argument("--weights", choices=("none", "imagenet"), default="none")
     run.add_argument("--work", default="", help="artifact folder (default: OUT/artifacts/ENV)")
+    run.add_argument("--start-gate", default="",
+                     help="wait until this file exists before starting (the orchestrator "
+                     "creates it once it is idle, so its own work never overlaps the run)")
     return parser
 
 
@@ -62,7 +66,12 @@ def main(argv: list[str]) -> int:
         print(f"harness: error: {exc}", file=sys.stderr)
         return 2
     try:
+        if args.start_gate:
+            wait_for_start(args.start_gate)
         return Run(opts).execute()
+    except HostCallError as exc:  # the host never opened the gate, or stopped answering
+        print(f"harness: error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("harness: interrupted; every record written so far is kept", file=sys.stderr)
         return 130

@@ -1,5 +1,5 @@
 """`python -m matrix` does what the `matrix` console script does."""
 
-from matrix.cli import app
+from matrix.cli import main
 
-app(prog_name="matrix")
+main()

@@ -5,7 +5,11 @@ into one line on stderr and an exit code. No `from __future__ import annotations
 reads the annotations at runtime, and they must work on Python 3.9.
 """
 
+import functools
+import inspect
 import json
+import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -156,6 +160,48 @@ RunIdOption = Annotated[
                  "of a fanned-out sweep pass the same id, so their records form one run."),
 ]
 
+_AXIS_FLAGS = [
+    inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default,
+                      annotation=option)
+    for name, option, default in (
+        ("tf", TfOption, None), ("py", PyOption, None), ("cpu", CpuOption, False),
+        ("gpu", GpuOption, False), ("both", BothOption, False), ("keras", KerasOption, None),
+        ("only", OnlyOption, None), ("skip", SkipOption, None),
+    )
+]
+
+
+def with_axis_flags(command: Callable[..., None]) -> Callable[..., None]:
+    """Give a command the environment-axis flags, declared once: --tf, --py, --cpu, --gpu,
+    --both, --keras, --only, --skip. The command gets them as `axes`, the config overrides
+    they make, so every command reads a matrix the same way.
+
+    typer reads a command's flags from its signature, so the signature is what is extended:
+    the flags go after `--config`, in place of the `axes` parameter typer must not see.
+    """
+    own = [p for p in inspect.signature(command, eval_str=True).parameters.values()
+           if p.name != "axes"]
+    at = next(i for i, p in enumerate(own) if p.name == "config") + 1
+
+    @functools.wraps(command)
+    def with_axes(**given: Any) -> None:
+        command(axes=_axis_overrides(**{p.name: given.pop(p.name) for p in _AXIS_FLAGS}),
+                **given)
+
+    with_axes.__signature__ = inspect.Signature([*own[:at], *_AXIS_FLAGS, *own[at:]])
+    return with_axes
+
+
+def _axis_overrides(tf: Optional[str], py: Optional[str], cpu: bool, gpu: bool, both: bool,
+                    keras: Optional[str], only: Optional[str], skip: Optional[str]
+                    ) -> dict[str, Any]:
+    """The environment-axis flags as config overrides; --cpu --gpu together mean --both."""
+    device = [d for d, wanted in (("cpu", cpu or both), ("gpu", gpu or both)) if wanted]
+    given = {"tf": tf, "python": py, "device": device or None, "keras": keras}
+    given |= {"only": only, "skip": skip}
+    return {key: value for key, value in given.items() if value is not None}
+
+
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
@@ -164,21 +210,15 @@ app = typer.Typer(
 
 
 @app.callback()
-def main() -> None:
+def matrix_group() -> None:
     """Measure how fast TensorFlow models load, per file format and cache state."""
 
 
 @app.command(epilog=PLAN_EXIT_CODES)
+@with_axis_flags
 def plan(
+    axes: dict[str, Any],
     config: ConfigOption = None,
-    tf: TfOption = None,
-    py: PyOption = None,
-    cpu: CpuOption = False,
-    gpu: GpuOption = False,
-    both: BothOption = False,
-    keras: KerasOption = None,
-    only: OnlyOption = None,
-    skip: SkipOption = None,
     as_json: Annotated[
         bool,
         typer.Option(
@@ -190,32 +230,14 @@ def plan(
 
     Nothing is built or run; the flags override the matrix file exactly as for `matrix run`.
     """
-    overrides = _axis_overrides(tf, py, cpu, gpu, both, keras, only, skip)
     try:
-        environments, skipped = expand(workflow.load(config, overrides)[0])
+        environments, skipped = expand(workflow.load(config, axes)[0])
     except MatrixError as exc:
         raise _fail(exc) from None
     if as_json:
         typer.echo(json.dumps(_plan_json(environments, skipped), indent=2))
     else:
         _print_plan(environments, skipped, _console())
-
-
-def _axis_overrides(
-    tf: Optional[str],
-    py: Optional[str],
-    cpu: bool,
-    gpu: bool,
-    both: bool,
-    keras: Optional[str],
-    only: Optional[str],
-    skip: Optional[str],
-) -> dict[str, Any]:
-    """The environment-axis flags as config overrides; --cpu --gpu together mean --both."""
-    device = [d for d, wanted in (("cpu", cpu or both), ("gpu", gpu or both)) if wanted]
-    given = {"tf": tf, "python": py, "device": device or None, "keras": keras}
-    given |= {"only": only, "skip": skip}
-    return {key: value for key, value in given.items() if value is not None}
 
 
 def _plan_json(environments: list[Environment], skipped: list[Skipped]) -> dict[str, Any]:
@@ -244,7 +266,9 @@ def _print_plan(environments: list[Environment], skipped: list[Skipped], console
 
 
 @app.command(epilog=EXIT_CODES)
+@with_axis_flags
 def run(
+    axes: dict[str, Any],
     config: ConfigOption = None,
     backend: BackendOption = None,
     allow_cache_drop: Annotated[
@@ -318,14 +342,6 @@ def run(
         typer.Option("--report/--no-report",
                      help="Write the HTML report (reports/<run-id>/index.html) at the end."),
     ] = True,
-    tf: TfOption = None,
-    py: PyOption = None,
-    cpu: CpuOption = False,
-    gpu: GpuOption = False,
-    both: BothOption = False,
-    keras: KerasOption = None,
-    only: OnlyOption = None,
-    skip: SkipOption = None,
 ) -> None:
     """Run a matrix of load-time trials, print a summary table and write the HTML report.
 
@@ -348,7 +364,7 @@ def run(
         }.items()
         if value is not None
     }
-    overrides |= _axis_overrides(tf, py, cpu, gpu, both, keras, only, skip)
+    overrides |= axes
     if backend is not None:
         overrides["backend"] = backend
     console = _console()
@@ -359,13 +375,13 @@ def run(
         # Checked before the lock: a backend that cannot run leaves no results folder behind.
         if chosen == "local":
             local = workflow.local_backend()
+            job = functools.partial(workflow.run_local, plan, local, source, console, html)
         else:
             provisioner = workflow.provisioner_for(chosen, build_dir, allow_cache_drop)
+            job = functools.partial(workflow.run_sweep, plan, source, console, provisioner,
+                                    html)
         with run_lock(matrix.results_dir, run_id=plan.run_id):
-            if chosen == "local":
-                code = workflow.run_local(plan, local, source, console, html)
-            else:
-                code = workflow.run_sweep(plan, source, console, provisioner, html)
+            code = job()
     except MatrixError as exc:
         raise _fail(exc) from None
     raise typer.Exit(int(code))
@@ -378,21 +394,14 @@ def _build_step(name: str, step: Callable[..., int], epilog: str) -> None:
     serves both (typer reads the flags from this signature).
     """
 
+    @with_axis_flags
     def command(
+        axes: dict[str, Any],
         config: ConfigOption = None,
-        tf: TfOption = None,
-        py: PyOption = None,
-        cpu: CpuOption = False,
-        gpu: GpuOption = False,
-        both: BothOption = False,
-        keras: KerasOption = None,
-        only: OnlyOption = None,
-        skip: SkipOption = None,
         build_dir: BuildDirOption = Path("build"),
     ) -> None:
-        overrides = _axis_overrides(tf, py, cpu, gpu, both, keras, only, skip)
         try:
-            matrix, _source = workflow.load(config, overrides)
+            matrix, _source = workflow.load(config, axes)
             code = step(matrix, build_dir, _console())
         except MatrixError as exc:
             raise _fail(exc) from None
@@ -616,3 +625,25 @@ def _console() -> Console:
         console.width = max(console.width, 120)
     return console
 
+
+
+def main() -> None:
+    """The `matrix` console script: the CLI, then an exit without the interpreter's teardown.
+
+    Tearing down pandas', pyarrow's and numpy's objects one by one costs ~0.4 s at the end of
+    every command that loaded them, for nothing: every file we write is closed by its `with`
+    and no thread is left working by then (a container's watcher threads end with it). So
+    the exit code goes straight to the OS once stdout and stderr are flushed. An exception
+    other than SystemExit is left to the interpreter, traceback and teardown included.
+    """
+    try:
+        app(prog_name="matrix")
+        code: int | str | None = 0
+    except SystemExit as exc:
+        code = exc.code
+    if isinstance(code, str):  # sys.exit("message"): Python prints it and exits 1
+        print(code, file=sys.stderr)
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code or 0)

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from matrix.records import MANIFEST, Record, read_jsonl
+from matrix.stats import start_tests
 
 CELL = ["run_id", "env_id", "model", "format", "cache_mode"]
 ARTIFACT = ["run_id", "env_id", "model", "format"]
@@ -64,6 +65,10 @@ ARTIFACT_STATS = ["bytes", "files", "params", "save_s", "io_floor_s", "storage_k
 NOISY_CV = 0.10  # above this coefficient of variation a median is flagged as noisy
 NOISY_N = 3  # fewer ok trials than this and the spread cannot be judged
 SEVERITY = {"failed-environment": 0, "error": 1, "invalid": 2, "unsupported": 3}  # 0 = worst
+# Bytes of records (~10^4, 0.2 s to load) from which `load_runs` imports scipy.stats in a worker
+# meanwhile (`start_tests`). Below, the load is too short to hide the import, and a command that
+# tests nothing (the summary after `matrix run`) would wait at exit for the worker's import.
+BIG_LOAD = 10_000_000
 
 
 @dataclass
@@ -91,9 +96,15 @@ def load_runs(run_dirs: Iterable[Path]) -> Dataset:
 
     A bad line is skipped and named in `problems`; so is a second file for a (run, environment)
     already read (the same run given twice, or copied), since counting it twice would fake n.
+    A big load starts the significance tests' worker first (`start_tests`): report, compare
+    and history test next. Started outside `_paused_gc`, so the worker collects garbage.
     """
+    dirs = list(dict.fromkeys(Path(d).resolve() for d in run_dirs))
+    files = {run_dir: sorted(run_dir.glob("*.jsonl")) for run_dir in dirs}
+    if sum(path.stat().st_size for paths in files.values() for path in paths) >= BIG_LOAD:
+        start_tests()
     with _paused_gc():
-        return _load(run_dirs)
+        return _load(files)
 
 
 @contextmanager
@@ -109,18 +120,18 @@ def _paused_gc() -> Iterator[None]:
             gc.enable()
 
 
-def _load(run_dirs: Iterable[Path]) -> Dataset:
+def _load(files: dict[Path, list[Path]]) -> Dataset:
     records: list[Record] = []
     sources: list[str] = []
     manifests: list[dict[str, Any]] = []
     problems: list[str] = []
     seen: dict[tuple[Any, Any], Path] = {}
-    for run_dir in dict.fromkeys(Path(d).resolve() for d in run_dirs):
+    for run_dir, paths in files.items():
         manifest = _read_manifest(run_dir, problems)
         if manifest:
             manifests.append(manifest)
         run_id = run_dir.name
-        for path in sorted(run_dir.glob("*.jsonl")):
+        for path in paths:
             found = read_jsonl(path)
             problems.extend(found.problems)
             for record in found.records:

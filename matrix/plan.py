@@ -34,6 +34,12 @@ class RunPlan:
     def run_dir(self) -> Path:
         return self.config.results_dir / self.run_id
 
+    def start_gate(self, env_id: str) -> Path:
+        """The file whose creation lets the harness of `env_id` begin (harness `--start-gate`).
+
+        It lives in the run folder, which a container sees too (as its records mount)."""
+        return self.run_dir / f".start-{env_id}"
+
     def harness_args(self, env_id: str, out: str | None = None, work: str = "") -> list[str]:
         """Arguments after `python -m harness` that run this plan in environment `env_id`.
 
@@ -42,11 +48,14 @@ class RunPlan:
         """
         c = self.config
         where = ["--work", work] if work else []
+        out = out or str(self.run_dir.absolute())
         return [
             "run",
             *where,
             "--out",
-            out or str(self.run_dir.absolute()),
+            out,
+            "--start-gate",
+            f"{out}/{self.start_gate(env_id).name}",
             "--run-id",
             self.run_id,
             "--env-id",

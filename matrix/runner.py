@@ -8,6 +8,7 @@ last lines from there.
 from __future__ import annotations
 
 import subprocess
+import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,22 +35,38 @@ class RunOutcome:
     interrupted: bool
 
 
-def execute(plan: RunPlan, backend: Backend, env_id: str, console: Console) -> RunOutcome:
-    """Run the harness to the end (or to Ctrl-C), feeding its records to the progress view."""
+def execute(plan: RunPlan, backend: Backend, env_id: str, console: Console,
+            meanwhile: Callable[[], object] | None = None) -> RunOutcome:
+    """Run the harness to the end (or to Ctrl-C), feeding its records to the progress view.
+
+    `meanwhile` is work of ours done while the harness starts (an interpreter, a container):
+    the harness waits at its start gate until it is over, so that work overlaps the start-up
+    but never anything the harness measures. It runs in a thread from before the launch, as
+    the launch itself is mostly waiting on the engine (create, start): the GIL is free then.
+    """
     plan.run_dir.mkdir(parents=True, exist_ok=True)
     records_file = plan.run_dir / f"{env_id}.jsonl"
     log_file = plan.run_dir / f"{env_id}.log"
+    gate = plan.start_gate(env_id)
+    gate.unlink(missing_ok=True)  # left by an interrupted run that is being resumed
     tail = JsonlTail(records_file)
     interrupted = False
-    with log_file.open("wb") as log, RunProgress(console) as progress, \
-            backend.launch(plan, env_id, log) as harness:
-        try:
-            returncode = _watch(harness, lambda: (backend.serve(plan, env_id),
-                                                  progress.update(tail.read_new())))
-        except KeyboardInterrupt:
-            interrupted = True
-            returncode = _stop(harness)
-        progress.update(tail.read_new())
+    ours = threading.Thread(target=meanwhile or (lambda: None), daemon=True)
+    ours.start()
+    try:
+        with log_file.open("wb") as log, RunProgress(console) as progress, \
+                backend.launch(plan, env_id, log) as harness:
+            try:
+                ours.join()
+                gate.touch()
+                returncode = _watch(harness, lambda: (backend.serve(plan, env_id),
+                                                      progress.update(tail.read_new())))
+            except KeyboardInterrupt:
+                interrupted = True
+                returncode = _stop(harness)
+            progress.update(tail.read_new())
+    finally:
+        gate.unlink(missing_ok=True)
     return RunOutcome(records_file, log_file, returncode, interrupted)
 
 

@@ -8,13 +8,19 @@ test is rank-based, so one stalled load cannot make a whole cell look slower.
 
 from __future__ import annotations
 
+import importlib
 import math
+import multiprocessing
+import os
 import statistics
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # numpy is imported where it is used: `matrix` starts without it
+if TYPE_CHECKING:  # imported where they are used: `matrix` starts without them
+    from concurrent.futures import ProcessPoolExecutor
+
     import numpy as np
 
 THRESHOLD = 0.10  # relative change of the median below which nothing is called a change
@@ -22,6 +28,7 @@ ALPHA = 0.05  # p-value below which a difference counts as more than noise
 MIN_SAMPLES = 2  # a single load per side has no spread to test against
 
 Samples = Sequence[float]
+_tester: ProcessPoolExecutor | None = None  # the worker `start_tests` started, if any
 
 
 @dataclass(frozen=True)
@@ -73,9 +80,55 @@ def padded(samples: Sequence[Samples]) -> np.ndarray:
     return out
 
 
+def start_tests() -> None:
+    """Start importing scipy.stats in a worker process, where `row_p_values` then tests.
+
+    The import takes ~1.2 s, a third of reporting 10^5 records, and every command that tests
+    (report, compare, history) first spends seconds parsing records on one core: a second core
+    does the import meanwhile (on a host with no core to spare it gains nothing, and costs only
+    the worker's start). Calling it again does nothing; the worker exits with the interpreter:
+    concurrent.futures joins it, which waits for the import if it is still running.
+    """
+    from concurrent.futures import ProcessPoolExecutor
+
+    global _tester
+    if _tester is None:
+        _tester = ProcessPoolExecutor(max_workers=1, initializer=_end_with_parent)
+        _tester.submit(importlib.import_module, "scipy.stats")
+
+
+def _end_with_parent() -> None:
+    """In the worker: end it as soon as its parent ends, however that ends.
+
+    concurrent.futures stops its workers when the interpreter exits normally; `matrix` exits
+    with os._exit (see `matrix.cli.main`), and a kill or a crash skips the exit too, which would
+    leave the worker waiting for work forever.
+    """
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(target=lambda: (parent.join(), os._exit(0)), daemon=True).start()
+
+
 def row_p_values(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Two-sided Mann-Whitney U p of each row of `x` against the same row of `y` (rows as
     `padded` makes them); NaN where a side has fewer than MIN_SAMPLES values.
+
+    Computed in the worker of `start_tests` if one was started; here if not, or if it died
+    (a report must not fail because a helper process was killed).
+    """
+    global _tester
+    if _tester is not None:
+        from concurrent.futures.process import BrokenProcessPool
+
+        try:
+            return _tester.submit(_row_p_values, x, y).result()
+        except BrokenProcessPool:
+            _tester = None
+    return _row_p_values(x, y)
+
+
+def _row_p_values(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """`row_p_values`, in this process.
 
     One scipy call per group of rows alike in sizes and in having ties: a call costs ~2 ms,
     and the report tests every pair of environments on every cell (10^5 tests for a big sweep).

@@ -28,7 +28,9 @@ def summarize(ds: Dataset) -> pd.DataFrame:
     The reused-process method gets rows of its own: its loads are a different measurement.
     It takes the dataset the HTML report is built from, so the records are tabled once.
     """
-    parts = [cell_stats(ds, process=p).assign(process=p) for p in ("fresh", "reused")]
+    loaded_by = set(ds.trials["process"].dropna()) if "process" in ds.trials else set()
+    parts = [cell_stats(ds, process=p).assign(process=p) for p in ("fresh", "reused")
+             if p == "fresh" or p in loaded_by]  # a table costs ~0.1 s: only the ones needed
     rows = pd.concat([part for part in parts if len(part)] or parts[:1], ignore_index=True)
     rows["artifact_mb"] = rows["bytes"] / 1e6
     problems = cell_problems(ds)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import importlib
 import os
-import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -81,9 +80,8 @@ def run_local(plan: RunPlan, backend: Backend, source: str, console: Console,
               html: bool = True) -> int:
     """One environment: this interpreter and its own TensorFlow; `html` writes the report."""
     env_id = backend.env_id()
-    _preload_summary()
     console.print(_header(plan, f"local ({env_id})", source))
-    outcome = execute(plan, backend, env_id, console)
+    outcome = execute(plan, backend, env_id, console, meanwhile=_import_summary)
     code = _report(plan, console, html)
     if outcome.interrupted:
         console.print("[yellow]interrupted[/]: the records above are the ones completed")
@@ -131,9 +129,9 @@ def run_sweep(plan: RunPlan, source: str, console: Console, provisioner: Provisi
         raise ConfigError("no environment left to run: every cell was skipped (reasons above)")
     where = f"{provisioner.name} ({len(environments)} environments)"
     console.print(_header(plan, where, source))
-    _preload_summary()
     try:
-        outcomes = Sweep(plan, provisioner, environments, skipped, console).run()
+        outcomes = Sweep(plan, provisioner, environments, skipped, console,
+                         meanwhile=_import_summary).run()
     except KeyboardInterrupt:
         _report(plan, console)
         console.print(f"resume with: matrix run --resume {plan.run_id}")
@@ -184,16 +182,14 @@ def build_all(config: MatrixConfig, build_root: Path, console: Console) -> int:
 
 # ---- shared -------------------------------------------------------------------------------------
 
-def _preload_summary() -> None:
-    """Import what the end-of-run summary needs (pandas: ~0.8 s) in a thread, now.
+def _import_summary() -> None:
+    """Import what the end-of-run summary needs (pandas: ~0.5 s of CPU).
 
-    Meanwhile the main thread only waits: on the engine (container create and start), then on
-    the harness, which starts its interpreter, imports TensorFlow and saves its models before
-    it times anything. So the import costs no wall time at the end, and it is over long before
-    the first timed trial. Python's import lock makes a later import wait for it.
+    Passed to `execute` as its `meanwhile`: done while the engine starts the first harness,
+    which waits at its start gate until this is over. So the import costs no wall time at the
+    end, and never runs beside anything the harness measures, its save times included.
     """
-    threading.Thread(target=importlib.import_module, args=("matrix.summary",),
-                     daemon=True).start()
+    importlib.import_module("matrix.summary")
 
 
 def _header(plan: RunPlan, where: str, source: str) -> str:

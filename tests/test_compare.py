@@ -14,12 +14,18 @@ side is checked on two independent real runs, where only the machine's noise dif
 from __future__ import annotations
 
 import math
+import os
 import random
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
+from matrix import dataset, stats
 from matrix.cli import app
 from matrix.compare import compare_runs
 from matrix.dataset import load_runs
@@ -110,22 +116,95 @@ def test_significance_and_threshold_are_both_needed() -> None:
     assert single.verdict == "not comparable"
 
 
-def test_batched_p_values_equal_one_scipy_call_per_pair() -> None:
-    """Pairs of mixed sizes, with and without ties, small (exact test) and large (normal)."""
-    from scipy.stats import mannwhitneyu
+@pytest.fixture
+def worker(monkeypatch: pytest.MonkeyPatch):
+    """A worker of its own for the test (`start_tests`), shut down after it."""
+    monkeypatch.setattr(stats, "_tester", None)
+    stats.start_tests()
+    started = stats._tester
+    yield started
+    started.shutdown()
 
+
+def _pairs() -> list[tuple[list[float], list[float]]]:
+    """Pairs of mixed sizes, with and without ties, small (exact test) and large (normal)."""
     rng = random.Random(7)
-    pairs = [
+    return [
         ([0.1, 0.1, 0.5], [0.2, 0.3, 0.9]),  # a tie: scipy would use the normal method...
         ([0.1, 0.2, 0.3], [0.4, 0.5, 0.6]),  # ...and for these two, of the same sizes, exact
         ([0.3, 0.1, 0.7], [0.2, 0.6, 0.8]),
         *[([rng.random() for _ in range(n)], [rng.random() for _ in range(m)])
           for n, m in [(5, 8), (20, 20), (20, 20), (1, 4)]],
     ]
-    expected = [mannwhitneyu(a, b).pvalue if min(len(a), len(b)) > 1 else math.nan
-                for a, b in pairs]
-    assert p_values(pairs) == pytest.approx(expected, nan_ok=True)
+
+
+def _one_call_per_pair(pairs: list[tuple[list[float], list[float]]]) -> list[float]:
+    from scipy.stats import mannwhitneyu
+
+    return [mannwhitneyu(a, b).pvalue if min(len(a), len(b)) > 1 else math.nan
+            for a, b in pairs]
+
+
+@pytest.mark.parametrize("where", ["here", "worker"])
+def test_batched_p_values_equal_one_scipy_call_per_pair(where: str, request) -> None:
+    if where == "worker":
+        request.getfixturevalue("worker")
+    pairs = _pairs()
+    assert p_values(pairs) == pytest.approx(_one_call_per_pair(pairs), nan_ok=True)
     assert p_values([]) == [] and math.isnan(p_values([([0.1], [0.2, 0.3])])[0])
+
+
+def test_a_killed_worker_leaves_the_tests_to_this_process(worker) -> None:
+    os.kill(worker.submit(os.getpid).result(), signal.SIGKILL)
+    pairs = _pairs()
+    assert p_values(pairs) == pytest.approx(_one_call_per_pair(pairs), nan_ok=True)
+    assert stats._tester is None
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.parametrize("end", ["raise SystemExit('failed')", "os._exit(1)"])
+def test_a_command_ending_while_the_worker_imports_leaves_no_process(end: str) -> None:
+    """`matrix` fails while scipy is still being imported, or ends with os._exit as its console
+    script does (no interpreter teardown, so concurrent.futures never stops the worker)."""
+    code = ("import multiprocessing, os; from matrix import stats; stats.start_tests(); "
+            "print(*[p.pid for p in multiprocessing.active_children()], flush=True); " + end)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, cwd=Path(__file__).parent.parent)
+    assert done.returncode == 1
+    (pid,) = map(int, done.stdout.split())
+    deadline = time.monotonic() + 30
+    while _running(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _running(pid)
+
+
+def test_a_big_load_starts_the_worker_and_compare_tests_there(
+    tmp_path: Path, record, jsonl, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, scale in (("a", 1.0), ("b", 1.5)):
+        (tmp_path / name).mkdir()
+        jsonl(tmp_path / name / "env.jsonl",
+              [record("trial", model="m", format="h5", cache_mode="warm", load_s=scale * i)
+               for i in (1.0, 1.1, 1.2, 1.3, 1.4)])
+    monkeypatch.setattr(stats, "_tester", None)
+    here = compare_runs(load_runs([tmp_path / "a"]), load_runs([tmp_path / "b"])).cells
+    assert stats._tester is None  # 2 kB of records: not worth a worker
+    monkeypatch.setattr(dataset, "BIG_LOAD", 0)
+    loaded = [load_runs([tmp_path / name]) for name in ("a", "b")]
+    assert stats._tester is not None
+    try:
+        in_worker = compare_runs(*loaded).cells
+    finally:
+        stats._tester.shutdown()
+    assert in_worker.to_dict("records") == here.to_dict("records")
+    assert here["verdict"].tolist() == ["slower"]
 
 
 @pytest.mark.parametrize(

@@ -135,6 +135,7 @@ def test_the_container_has_no_network(docker_engine, cpu_image, tmp_path: Path) 
     try:
         assert container.wait(timeout=120)["StatusCode"] == 0
         output = container.logs().decode()
+        container.reload()  # start_container returns the bare id: inspect it now
         assert container.attrs["HostConfig"]["NetworkMode"] == "none"
     finally:
         container.remove(force=True)

@@ -97,3 +97,18 @@ def test_an_unanswered_call_times_out_and_is_withdrawn(calls_dir) -> None:
     assert time.monotonic() - began < 5
     assert os.listdir(calls_dir) == []  # a host coming late finds nothing to do
     assert hostcalls.serve_host_calls(calls_dir, {}) == 0
+
+
+def test_the_start_gate_holds_the_harness_until_the_host_creates_it(tmp_path) -> None:
+    gate = tmp_path / ".start-env"
+    opener = threading.Timer(0.3, gate.touch)
+    began = time.monotonic()
+    opener.start()
+    hostcalls.wait_for_start(str(gate), timeout_s=10)
+    assert time.monotonic() - began >= 0.3
+    assert gate.exists()
+
+
+def test_a_start_gate_never_opened_is_an_error_not_a_hang(tmp_path) -> None:
+    with pytest.raises(hostcalls.HostCallError, match="did not open the start gate"):
+        hostcalls.wait_for_start(str(tmp_path / ".start-env"), timeout_s=0.1)

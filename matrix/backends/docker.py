@@ -114,7 +114,9 @@ def start_container(client: Any, request: dict, **overrides: Any) -> Any:
         volumes=[b["bind"] for b in request["host"].get("binds", {}).values()],
         **{"entrypoint": request["entrypoint"], **overrides})
     client.api.start(created["Id"])
-    return client.containers.get(created["Id"])
+    # The SDK's Container for that id, without the inspect request `containers.get` would send:
+    # waiting, logs and removal need only the id.
+    return client.containers.prepare_model({"Id": created["Id"]})
 
 
 class ContainerHarness:
