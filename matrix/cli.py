@@ -179,7 +179,7 @@ def with_axis_flags(command: Callable[..., None]) -> Callable[..., None]:
     typer reads a command's flags from its signature, so the signature is what is extended:
     the flags go after `--config`, in place of the `axes` parameter typer must not see.
     """
-    own = [p for p in inspect.signature(command, eval_str=True).parameters.values()
+    own = [p for p in inspect.signature(command).parameters.values()
            if p.name != "axes"]
     at = next(i for i, p in enumerate(own) if p.name == "config") + 1
 
