@@ -47,7 +47,8 @@ class Sweep:
     environments: list[Environment]
     skipped: list[Skipped]
     console: Console
-    meanwhile: Callable[[], object] | None = None  # done while the first harness starts
+    # Done while each harness starts (`execute`); an import, so a no-op after the first.
+    meanwhile: Callable[[], object] | None = None
     outcomes: list[EnvOutcome] = field(default_factory=list)
     started: str = field(default_factory=utc_now)
 
@@ -84,8 +85,7 @@ class Sweep:
         if ready.backend is None:
             return self._fail(outcome, "build-failed", ready.reason)
         started = time.monotonic()
-        meanwhile, self.meanwhile = self.meanwhile, None  # once, for the first harness
-        run = execute(self.plan, ready.backend, env.id, self.console, meanwhile)
+        run = execute(self.plan, ready.backend, env.id, self.console, self.meanwhile)
         outcome.run_s = round(time.monotonic() - started, 3)
         if run.interrupted:
             raise KeyboardInterrupt
