@@ -64,15 +64,15 @@ def run_matrix(work: Path, env_ids: list[str], index: int) -> tuple[Sample, dict
            "--results-dir", str(results), "--no-report", *ARGS)
     wall = time.perf_counter() - began
     (run_dir,) = run_dirs(results)
-    inside = sum(harness_elapsed(run_dir / f"{e}.jsonl") for e in env_ids)
+    elapsed = {e: harness_elapsed(run_dir / f"{e}.jsonl") for e in env_ids}
     outcomes = json.loads((run_dir / "manifest.json").read_text())["outcomes"]
     # The first environment also carries work done once, overlapped with its start (the
     # summary's imports, behind the harness's start gate): the later ones show the cost each
     # further environment adds.
-    later = [o for o in outcomes if o["env_id"] != env_ids[0]]
-    per_env = statistics.fmean(
-        o["run_s"] - harness_elapsed(run_dir / f"{o['env_id']}.jsonl") for o in later)
-    return Sample(wall, inside, per_env), {o["env_id"]: o["image"] for o in outcomes}
+    per_env = statistics.fmean(o["run_s"] - elapsed[o["env_id"]] for o in outcomes
+                               if o["env_id"] != env_ids[0])
+    return (Sample(wall, sum(elapsed.values()), per_env),
+            {o["env_id"]: o["image"] for o in outcomes})
 
 
 def run_loop(work: Path, env_ids: list[str], tags: dict[str, str], index: int) -> Sample:
