@@ -24,19 +24,22 @@ from matrix.records import Record, short_reason
 
 
 class RunProgress:
-    """A context manager showing `trials written / trials planned` and the latest cell."""
+    """A context manager showing `trials written / trials planned` and the latest cell, under
+    the environment's id (a sweep announces the next environment before this one runs)."""
 
-    def __init__(self, console: Console) -> None:
+    def __init__(self, console: Console, env_id: str) -> None:
         self._console = console
         self._progress = Progress(
             SpinnerColumn(),
+            TextColumn("[bold]{task.fields[env]}[/]"),
             TextColumn("{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
             console=console,
         )
-        self._task = self._progress.add_task("starting the harness", total=None)
+        self._task = self._progress.add_task("starting the harness", total=None,
+                                             env=escape(env_id))
 
     def __enter__(self) -> RunProgress:
         self._progress.start()

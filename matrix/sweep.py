@@ -4,13 +4,17 @@ One failing build or container is recorded (a `failure` record in that environme
 file, with the log excerpt) and the sweep goes on; the manifest is rewritten after every
 environment, so an interrupted sweep still says what it finished and `--resume` can skip it.
 Environments run one after another, never side by side: parallel trials would time each other.
+Only their edges overlap, where nothing is measured: once a harness has written its `done`
+record, the next environment's harness is launched (held at its start gate) while the engine
+tears the finished one down, and its gate opens when that container is gone.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-import time
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 
 from rich.console import Console
@@ -22,7 +26,7 @@ from matrix.environments import Environment, Skipped
 from matrix.plan import RunPlan
 from matrix.provisioners import Provisioner
 from matrix.records import MANIFEST, is_complete, read_jsonl
-from matrix.runner import execute
+from matrix.runner import HarnessRun
 
 
 @dataclass
@@ -34,7 +38,7 @@ class EnvOutcome:
     image: str = ""  # the image tag (docker) or the virtual environment's folder (venv)
     image_built: bool = False
     build_s: float | None = None
-    run_s: float | None = None  # from starting the harness to its end (container removed)
+    run_s: float | None = None  # from its harness's start gate opening to its end (removed)
     reason: str = ""
 
 
@@ -47,18 +51,32 @@ class Sweep:
     environments: list[Environment]
     skipped: list[Skipped]
     console: Console
-    # Done while each harness starts (`execute`); an import, so a no-op after the first.
+    # Done while the first harness starts, which waits at its start gate until it is over.
     meanwhile: Callable[[], object] | None = None
     outcomes: list[EnvOutcome] = field(default_factory=list)
     started: str = field(default_factory=utc_now)
+    _ours: threading.Thread = field(init=False, repr=False)  # runs `meanwhile`
+
+    def __post_init__(self) -> None:
+        self._ours = threading.Thread(target=self.meanwhile or (lambda: None), daemon=True)
 
     def run(self) -> list[EnvOutcome]:
         self.plan.run_dir.mkdir(parents=True, exist_ok=True)
         self._write_manifest(ended=None)
         try:
-            for env in self.environments:
-                self.outcomes.append(self._one(env))
-                self._write_manifest(ended=None)
+            with contextlib.ExitStack() as started:  # releases every harness on the way out
+                waiting = iter(self.environments)
+                current = self._launch_next(waiting, started)
+                while current:
+                    outcome, run = current
+                    self._ours.join()
+                    run.measure()
+                    if run.interrupted:  # stopped; `started` removes its container
+                        raise KeyboardInterrupt
+                    try:  # the engine starts the next one while this one is torn down
+                        current = self._launch_next(waiting, started)
+                    finally:
+                        self._end(outcome, run)
         except KeyboardInterrupt:
             cleaned = self.provisioner.cleanup(self.plan.run_id)
             self.console.print(f"[yellow]interrupted[/]: {escape(cleaned)}; "
@@ -69,12 +87,26 @@ class Sweep:
         self._write_manifest(ended=utc_now())
         return self.outcomes
 
-    def _one(self, env: Environment) -> EnvOutcome:
+    def _launch_next(self, waiting: Iterator[Environment], started: contextlib.ExitStack
+                     ) -> tuple[EnvOutcome, HarnessRun] | None:
+        """The next environment's harness, launched; the ones before it that need no run
+        (complete already, or not made) are recorded on the way."""
+        for env in waiting:
+            outcome, run = self._start(env, started)
+            if run is not None:
+                return outcome, run
+            self._add(outcome)
+        return None
+
+    def _start(self, env: Environment, started: contextlib.ExitStack
+               ) -> tuple[EnvOutcome, HarnessRun | None]:
+        """Make (or find) the environment and launch its harness, held at its start gate;
+        no harness for one already complete in this run, or one that could not be made."""
         records = self.plan.run_dir / f"{env.id}.jsonl"
         if records.exists():
             if is_complete(read_jsonl(records).records):
                 self.console.print(f"{env.id}: already complete in this run, skipped")
-                return EnvOutcome(env.id, "resumed")
+                return EnvOutcome(env.id, "resumed"), None
             records.rename(records.with_suffix(".jsonl.partial"))  # keep it, out of the merge
         what = "image" if self.provisioner.name == "docker" else "virtual environment"
         self.console.print(f"[bold]{escape(env.id)}[/]: {what}")
@@ -83,16 +115,27 @@ class Sweep:
         outcome = EnvOutcome(env.id, "ok", image=ready.ref, image_built=ready.built,
                              build_s=ready.seconds)
         if ready.backend is None:
-            return self._fail(outcome, "build-failed", ready.reason)
-        started = time.monotonic()
-        run = execute(self.plan, ready.backend, env.id, self.console, self.meanwhile)
-        outcome.run_s = round(time.monotonic() - started, 3)
-        if run.interrupted:
-            raise KeyboardInterrupt
-        if run.returncode != 0:
-            return self._fail(outcome, "run-failed",
-                              f"harness exited with code {run.returncode}; see {run.log_file}")
-        return outcome
+            return self._fail(outcome, "build-failed", ready.reason), None
+        if self._ours.ident is None:  # `meanwhile` runs from the first launch to that gate
+            self._ours.start()
+        run = started.enter_context(HarnessRun(self.plan, ready.backend, env.id, self.console))
+        return outcome, run
+
+    def _end(self, outcome: EnvOutcome, run: HarnessRun) -> None:
+        """Wait for the harness to exit and release it; record how it ended."""
+        ended = run.finish()
+        outcome.run_s = ended.seconds
+        if ended.returncode != 0 and not ended.interrupted:
+            self._fail(outcome, "run-failed",
+                       f"harness exited with code {ended.returncode}; see {ended.log_file}")
+        self._add(outcome)
+
+    def _add(self, outcome: EnvOutcome) -> None:
+        """Record an environment's outcome, in the matrix's order (they may end out of it)."""
+        self.outcomes.append(outcome)
+        order = [env.id for env in self.environments]
+        self.outcomes.sort(key=lambda o: order.index(o.env_id))
+        self._write_manifest(ended=None)
 
     def _fail(self, outcome: EnvOutcome, status: str, reason: str) -> EnvOutcome:
         """Record the failure where the report looks (the environment's records), then go on."""

@@ -9,16 +9,22 @@ the second run shows that an unchanged environment is not reinstalled.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+from rich.console import Console
 
 from matrix.config import load_config
 from matrix.dataset import load_runs
 from matrix.environments import expand
+from matrix.plan import RunPlan
 from matrix.provisioners import VenvProvisioner
 from matrix.pythons import find_pythons
+from matrix.runner import HarnessRun
 from matrix.runs import run_dirs
+from matrix.sweep import Sweep
 from matrix.venvs import ensure_venv
 from tests.docker_matrix import matrix, records
 
@@ -149,3 +155,38 @@ def _keys_by_kind(path: Path) -> dict[str, set[str]]:
         record = json.loads(line)
         keys.setdefault(record["kind"], set()).update(record)
     return keys
+
+
+def test_the_next_environment_starts_while_the_last_is_torn_down(
+        tmp_path: Path, venv_root: Path, first_run, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sweep's schedule, with the two real venv harnesses: the second is launched once the
+    first has written `done` but before the first is released (the overlap that saves a
+    container start per environment), and its gate opens only after that release, so nothing
+    runs beside a measurement. A spy on the steps records their order and calls the real ones.
+    """
+    steps: list[tuple[str, str]] = []
+
+    def spy(step: str, real: Callable) -> Callable:
+        def record(run: HarnessRun, *args: Any) -> Any:
+            returned = real(run, *args)
+            steps.append((step, run.records_file.stem))
+            return returned
+        return record
+
+    monkeypatch.setattr(HarnessRun, "__init__", spy("launched", HarnessRun.__init__))
+    monkeypatch.setattr(HarnessRun, "measure", spy("measured", HarnessRun.measure))
+    monkeypatch.setattr(HarnessRun, "finish", spy("released", HarnessRun.finish))
+    config = load_config(None, {"results_dir": str(tmp_path), "tf": "2.12,2.21", "python": "3.11",
+                                "models": "dense-10k", "formats": "h5", "cache": "warm",
+                                "repeats": 1, "warmup": 0, "inference_runs": 1})
+    provisioner = VenvProvisioner(venv_root, find_pythons())
+    environments, skipped = provisioner.plan(config)
+    plan = RunPlan(config=config, run_id="schedule")
+    outcomes = Sweep(plan, provisioner, environments, skipped, Console(quiet=True)).run()
+    assert [o.status for o in outcomes] == ["ok", "ok"]
+    first, second = ENVS
+    assert steps == [("launched", first), ("measured", first), ("launched", second),
+                     ("released", first), ("measured", second), ("released", second)]
+    for env_id in ENVS:
+        assert records(plan.run_dir, env_id)[-1]["kind"] == "done"
+    assert not list(plan.run_dir.glob(".start-*"))  # every gate removed
