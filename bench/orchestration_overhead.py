@@ -60,7 +60,6 @@ def harness_elapsed(jsonl: Path) -> float:
 class Engine:
     """The engine's own timings of one sweep's containers (from `docker events`), seconds."""
 
-    first_create: float  # from launching the sweep to its first container created
     starts: list[float]  # create -> started, per container
     teardowns: list[float]  # exited -> removed, per container
 
@@ -88,8 +87,7 @@ def engine_timings(label: str, since: float) -> Engine:
     for line in filter(None, events):
         action, container, nanos = line.split()
         at.setdefault(container, {})[action] = int(nanos) / 1e9
-    return Engine(first_create=min(c["create"] for c in at.values()) - since,
-                  starts=[c["start"] - c["create"] for c in at.values()],
+    return Engine(starts=[c["start"] - c["create"] for c in at.values()],
                   teardowns=[c["destroy"] - c["die"] for c in at.values()])
 
 
