@@ -15,6 +15,7 @@ run: $(STAMP)
 test: $(STAMP) docker-ready systemd-analyze-ready
 	tests/ensure-chromium.sh
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q
 
 # The container tests need an engine and the locally built Debian base image (no registry).
@@ -29,6 +30,7 @@ systemd-analyze-ready:
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 bench: $(STAMP)
 	$(BIN)/python bench/harness_overhead.py

@@ -40,15 +40,28 @@ from matrix.backends.docker import RUN_LABEL
 from matrix.runs import run_dirs
 
 ROOT = Path(__file__).resolve().parent.parent
-ARGS = ["--models", "dense-10k", "--formats", "h5,tflite", "--cache", "warm",
-        "--repeats", "1", "--warmup", "0", "--inference-runs", "2"]
+ARGS = [
+    "--models",
+    "dense-10k",
+    "--formats",
+    "h5,tflite",
+    "--cache",
+    "warm",
+    "--repeats",
+    "1",
+    "--warmup",
+    "0",
+    "--inference-runs",
+    "2",
+]
 LIBRARIES = "import typer, rich.console, pydantic, yaml, jinja2, docker"
 BENCH_LABEL = "tf-load-matrix.bench"  # marks the loop's containers, to find their events
 
 
 def matrix(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "matrix", *args], cwd=cwd, check=True,
-                          capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "-m", "matrix", *args], cwd=cwd, check=True, capture_output=True, text=True
+    )
 
 
 def harness_elapsed(jsonl: Path) -> float:
@@ -79,16 +92,32 @@ class Sample:
 def engine_timings(label: str, since: float) -> Engine:
     """What the engine logged for the containers labelled `label` since `since` (epoch)."""
     events = subprocess.run(
-        ["docker", "events", "--since", f"{since:.3f}", "--until", f"{time.time():.3f}",
-         "--filter", "type=container", "--filter", f"label={label}",
-         "--format", "{{.Action}} {{.ID}} {{.TimeNano}}"],
-        check=True, capture_output=True, text=True).stdout.split("\n")
+        [
+            "docker",
+            "events",
+            "--since",
+            f"{since:.3f}",
+            "--until",
+            f"{time.time():.3f}",
+            "--filter",
+            "type=container",
+            "--filter",
+            f"label={label}",
+            "--format",
+            "{{.Action}} {{.ID}} {{.TimeNano}}",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split("\n")
     at: dict[str, dict[str, float]] = {}
     for line in filter(None, events):
         action, container, nanos = line.split()
         at.setdefault(container, {})[action] = int(nanos) / 1e9
-    return Engine(starts=[c["start"] - c["create"] for c in at.values()],
-                  teardowns=[c["destroy"] - c["die"] for c in at.values()])
+    return Engine(
+        starts=[c["start"] - c["create"] for c in at.values()],
+        teardowns=[c["destroy"] - c["die"] for c in at.values()],
+    )
 
 
 def run_matrix(work: Path, env_ids: list[str], name: str) -> tuple[Sample, dict[str, str]]:
@@ -96,8 +125,19 @@ def run_matrix(work: Path, env_ids: list[str], name: str) -> tuple[Sample, dict[
     results = work / f"results-{name}"
     only = [] if len(env_ids) > 1 else ["--only", env_ids[0]]
     since, began = time.time(), time.perf_counter()
-    matrix(work, "run", "--backend", "docker", "--build-dir", str(work / "build"),
-           "--results-dir", str(results), "--no-report", *only, *ARGS)
+    matrix(
+        work,
+        "run",
+        "--backend",
+        "docker",
+        "--build-dir",
+        str(work / "build"),
+        "--results-dir",
+        str(results),
+        "--no-report",
+        *only,
+        *ARGS,
+    )
     wall = time.perf_counter() - began
     (run_dir,) = run_dirs(results)
     inside = sum(harness_elapsed(run_dir / f"{e}.jsonl") for e in env_ids)
@@ -114,13 +154,15 @@ def run_loop(work: Path, env_ids: list[str], tags: dict[str, str], name: str) ->
         f"-v {loop_dir}:/results -v tflm-bench-{env}:/artifacts "
         f"{tags[env]} run --work /artifacts --out /results --run-id loop --env-id {env} "
         + " ".join(shlex.quote(a) for a in ARGS)
-        for env in env_ids)
+        for env in env_ids
+    )
     since, began = time.time(), time.perf_counter()
     subprocess.run(["bash", "-c", script], check=True, capture_output=True)
     wall = time.perf_counter() - began
     engine = engine_timings(f"{BENCH_LABEL}={loop_dir.name}", since)
-    subprocess.run(["docker", "volume", "rm", *(f"tflm-bench-{e}" for e in env_ids)],
-                   capture_output=True)
+    subprocess.run(
+        ["docker", "volume", "rm", *(f"tflm-bench-{e}" for e in env_ids)], capture_output=True
+    )
     return Sample(wall, sum(harness_elapsed(loop_dir / f"{e}.jsonl") for e in env_ids), engine)
 
 
@@ -134,14 +176,19 @@ def import_time() -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base-image", default="tf-load-matrix/base:bookworm")
-    parser.add_argument("--rounds", type=int, default=2,
-                        help="each round times both, in alternating order (default 2)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="each round times both, in alternating order (default 2)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-orch-") as tmp:
         work = Path(tmp)
         (work / "matrix.yaml").write_text(
             f'tf: ["2.21"]\npython: ["3.11"]\nkeras: [default, legacy]\n'
-            f'base_images:\n  "3.11": {args.base_image}\n')
+            f'base_images:\n  "3.11": {args.base_image}\n'
+        )
         build = matrix(work, "build", "--build-dir", str(work / "build"))
         print(build.stdout.strip().splitlines()[-1])
         plan = json.loads(matrix(work, "plan", "--json").stdout)
@@ -165,13 +212,19 @@ def main() -> None:
     print(f"{n} cached environments, {args.rounds} rounds (medians), {' '.join(ARGS)}")
     for label, samples in (("matrix run", ours), ("shell loop", loops)):
         walls = ", ".join(f"{s.wall:.1f}" for s in samples)
-        print(f"{label} : wall {walls} s; overhead "
-              f"{statistics.median(s.overhead(n) for s in samples):5.2f} s/env")
+        print(
+            f"{label} : wall {walls} s; overhead "
+            f"{statistics.median(s.overhead(n) for s in samples):5.2f} s/env"
+        )
     once = once_and_one - per_env
-    print(f"matrix run, split: {per_env:5.2f} s per further environment (its run minus the "
-          f"first one's alone) + {once:5.2f} s once (CLI start, plan, summary)")
-    print(f"over N environments: {per_env:.2f} + {once:.2f}/N s/env; <= 1 s/env "
-          f"{_from_n(per_env, once, 1.0)}; no slower than the loop {_from_n(per_env, once, loop)}")
+    print(
+        f"matrix run, split: {per_env:5.2f} s per further environment (its run minus the "
+        f"first one's alone) + {once:5.2f} s once (CLI start, plan, summary)"
+    )
+    print(
+        f"over N environments: {per_env:.2f} + {once:.2f}/N s/env; <= 1 s/env "
+        f"{_from_n(per_env, once, 1.0)}; no slower than the loop {_from_n(per_env, once, loop)}"
+    )
     verdict = "within target" if mine <= 1.0 and mine <= loop + 0.1 else "OVER target"
     print(f"target <= 1 s/env and no slower than the loop: {verdict}")
     _print_floor(ours + alone + loops, n, loop, per_env, once)
@@ -183,16 +236,20 @@ def _print_floor(samples: list[Sample], n: int, loop: float, per_env: float, onc
     imports = statistics.median(import_time() for _ in range(3))
     start = statistics.median(t for s in samples for t in s.engine.starts)
     removal = statistics.median(t for s in samples for t in s.engine.teardowns)
-    print(f"engine, per container (matrix and loop alike): created -> started {start:.2f} s, "
-          f"exited -> removed {removal:.2f} s; importing matrix's libraries alone {imports:.2f} s")
+    print(
+        f"engine, per container (matrix and loop alike): created -> started {start:.2f} s, "
+        f"exited -> removed {removal:.2f} s; importing matrix's libraries alone {imports:.2f} s"
+    )
     if per_env >= loop:
         return
     room, least = n * (loop - per_env), imports + removal
-    print(f"no slower than the loop at N = {n} needs the one-off cost <= {room:.2f} s "
-          f"(N x (loop - per further environment)); it is {once:.2f} s and cannot go under "
-          f"{least:.2f} s (the libraries' import, before anything else can run, + the last "
-          f"container's removal, which the command waits for): "
-          + ("out of reach" if least > room else "within reach"))
+    print(
+        f"no slower than the loop at N = {n} needs the one-off cost <= {room:.2f} s "
+        f"(N x (loop - per further environment)); it is {once:.2f} s and cannot go under "
+        f"{least:.2f} s (the libraries' import, before anything else can run, + the last "
+        f"container's removal, which the command waits for): "
+        + ("out of reach" if least > room else "within reach")
+    )
 
 
 def _from_n(per_env: float, once: float, limit: float) -> str:

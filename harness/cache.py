@@ -10,16 +10,24 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import importlib.util
 import mmap
 import os
+import sys
 import time
 from collections.abc import Iterable
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 _libc.mmap.restype = ctypes.c_void_p
-_libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
-                       ctypes.c_int, ctypes.c_long]
+_libc.mmap.argtypes = [
+    ctypes.c_void_p,
+    ctypes.c_size_t,
+    ctypes.c_int,
+    ctypes.c_int,
+    ctypes.c_int,
+    ctypes.c_long,
+]
 _libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
 _libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
 _MAP_FAILED = ctypes.c_void_p(-1).value
@@ -34,6 +42,24 @@ def files_of(path: str) -> list[str]:
     for root, _dirs, names in os.walk(path):
         found.extend(os.path.join(root, n) for n in names)
     return sorted(f for f in found if os.path.isfile(f) and not os.path.islink(f))
+
+
+def package_files(package: str) -> list[str]:
+    """The files an import of `package` reads: shared objects and this interpreter's bytecode.
+
+    Includes the wheel's vendored libraries (`numpy.libs/` beside `numpy/`). Not imported, only
+    located: the parent must not warm what it measures. Empty when the package is not installed.
+    """
+    spec = importlib.util.find_spec(package)
+    roots = list(spec.submodule_search_locations or []) if spec else []
+    roots += [f"{root}.libs" for root in roots if os.path.isdir(f"{root}.libs")]
+    bytecode = f".{sys.implementation.cache_tag}.pyc"
+    return [
+        f
+        for root in roots
+        for f in files_of(root)
+        if ".so" in os.path.basename(f) or f.endswith(bytecode)
+    ]
 
 
 def _pages(size: int) -> int:

@@ -12,6 +12,11 @@ container: request `argv`, `env`, `timeout_s`; answer `exit_code`, `stderr`, `co
 
 One signal goes the other way, unasked: the start gate, a file the host creates when the
 harness may begin (see `wait_for_start`).
+
+The folder is the container's to write, so whatever the host finds there may be hostile: a
+request is read only if it is a regular file under its own name (no link, FIFO or device) and
+at most REQUEST_MAX_BYTES long, and answers are written without following any name
+(`dump_json`).
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import os
 import time
 from typing import Any, Callable  # typing's: the harness still runs on Python 3.8
 
-from harness.records import dump_json
+from harness.records import dump_json, open_regular
 
 # Set by the orchestrator on the harness container: the folder (on the records mount) where
 # requests go, and the comma-separated kinds of call it answers.
@@ -31,6 +36,7 @@ SERVES_ENV = "HARNESS_HOST_SERVES"
 POLL_S = 0.01  # the harness waits on an answer this finely: its wait is part of a trial's cost
 START_GATE_POLL_S = 0.005  # a wait of well under a second, before anything is measured
 START_GATE_TIMEOUT_S = 600.0
+REQUEST_MAX_BYTES = 1 << 20  # a real request is a few hundred bytes (a trial's argv)
 
 Handler = Callable[[dict], dict]
 
@@ -63,8 +69,9 @@ def wait_for_start(gate: str, timeout_s: float = START_GATE_TIMEOUT_S) -> None:
     deadline = time.monotonic() + timeout_s
     while not os.path.exists(gate):
         if time.monotonic() > deadline:
-            raise HostCallError(f"the orchestrator did not open the start gate {gate} within "
-                                f"{timeout_s:g} s")
+            raise HostCallError(
+                f"the orchestrator did not open the start gate {gate} within {timeout_s:g} s"
+            )
         time.sleep(START_GATE_POLL_S)
 
 
@@ -102,18 +109,37 @@ def serve_host_calls(folder: str, handlers: dict[str, Handler]) -> int:
     for name in pending:
         base = os.path.join(folder, name[: -len(".request")])
         try:
-            with open(f"{base}.request") as handle:
-                call = json.load(handle)
+            answer = _answer(_read_request(f"{base}.request"), handlers)
         except FileNotFoundError:
             continue  # withdrawn by a harness that stopped waiting
-        handler = handlers.get(call.get("kind"))
-        try:
-            if handler is None:
-                raise HostCallError(f"this host does not serve {call.get('kind')!r} calls")
-            answer = handler(call)
-        except Exception as exc:  # every failure is the asker's to record
-            answer = {"error": str(exc) or type(exc).__name__}
-        with contextlib.suppress(FileNotFoundError):
+        except (OSError, ValueError) as exc:  # not a request a harness wrote: never obeyed
+            answer = {"error": f"unreadable request: {exc}"}
+        with contextlib.suppress(OSError):  # a directory planted at either name: left there
             os.remove(f"{base}.request")
-        dump_json(f"{base}.done", answer)
+        with contextlib.suppress(OSError):
+            dump_json(f"{base}.done", answer)
     return len(pending)
+
+
+def _answer(call: dict, handlers: dict[str, Handler]) -> dict:
+    """The handler's answer to `call`, or its failure (short of a Ctrl-C) as `error`."""
+    handler = handlers.get(call.get("kind"))
+    try:
+        if handler is None:
+            raise HostCallError(f"this host does not serve {call.get('kind')!r} calls")
+        return handler(call)
+    except Exception as exc:  # every failure is the asker's to record
+        return {"error": str(exc) or type(exc).__name__}
+
+
+def _read_request(path: str) -> dict:
+    """One request as JSON, read from a regular file of at most REQUEST_MAX_BYTES."""
+    fd = open_regular(path, os.O_RDONLY)
+    with open(fd, "rb") as handle:
+        data = handle.read(REQUEST_MAX_BYTES + 1)
+    if len(data) > REQUEST_MAX_BYTES:
+        raise ValueError(f"longer than {REQUEST_MAX_BYTES} bytes")
+    call = json.loads(data)
+    if not isinstance(call, dict):
+        raise ValueError("not a JSON object")
+    return call

@@ -9,7 +9,12 @@ from __future__ import annotations
 import json
 import sys
 
-from harness.runtime import import_tensorflow, keras_version, tflite_runtime_name
+from harness.runtime import (
+    import_tensorflow,
+    keras_safe_mode,
+    keras_version,
+    tflite_runtime_name,
+)
 
 
 def facts() -> dict[str, object]:
@@ -26,6 +31,7 @@ def facts() -> dict[str, object]:
         "tensorflow_git": getattr(tf.version, "GIT_VERSION", ""),
         "keras": keras_version(rt),
         "keras_impl": rt.keras_impl,
+        "keras_safe_mode": keras_safe_mode(rt.keras),
         "numpy": numpy.__version__,
         "tflite_runtime": tflite_runtime_name(),
         "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],

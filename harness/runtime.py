@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 _LEGACY_KERAS_VALUES = ("1", "true", "True")
@@ -24,10 +24,31 @@ class Runtime:
     tf_version: tuple[int, int] = (0, 0)
     interpreter: Any = None  # a TFLite Interpreter class
     tflite_runtime: str = ""
+    # The user's classes and functions (harness.usercode), passed to every Keras load.
+    custom_objects: dict[str, Any] = field(default_factory=dict)
 
     @property
     def keras3(self) -> bool:
         return self.keras_impl == "keras3"
+
+    def load_model(self, path: str) -> Any:
+        """`keras.models.load_model(path, compile=False)`, with `safe_mode=True` where this
+        Keras has it (2.13+): a model file's Lambda code is then refused, never run. Older
+        Keras has no such switch (the environment record says so: `keras_safe_mode`)."""
+        safe = {"safe_mode": True} if keras_safe_mode(self.keras) else {}
+        return self.keras.models.load_model(
+            path, compile=False, **safe, custom_objects=self.custom_objects or None
+        )
+
+
+def keras_safe_mode(keras: Any) -> bool:
+    """Whether this Keras's `load_model` takes `safe_mode` (inspected: versions differ)."""
+    import inspect  # already imported by TensorFlow: free here
+
+    try:
+        return "safe_mode" in inspect.signature(keras.models.load_model).parameters
+    except (TypeError, ValueError):  # no signature to inspect
+        return False
 
 
 def version_tuple(version: str) -> tuple[int, int]:
@@ -55,9 +76,13 @@ def import_tensorflow(with_keras: bool = True) -> Runtime:
     return rt
 
 
+def _litert_installed() -> bool:
+    return importlib.util.find_spec("ai_edge_litert") is not None
+
+
 def import_tflite() -> Runtime:
     """LiteRT's interpreter where installed (tf.lite.Interpreter is deprecated), else TF's."""
-    if importlib.util.find_spec("ai_edge_litert") is not None:
+    if _litert_installed():
         from ai_edge_litert.interpreter import Interpreter
 
         return Runtime(interpreter=Interpreter, tflite_runtime=_litert_version())
@@ -73,9 +98,24 @@ def _litert_version() -> str:
 
 def tflite_runtime_name() -> str:
     """What `import_tflite` would use, without importing anything heavy."""
-    if importlib.util.find_spec("ai_edge_litert") is not None:
+    if _litert_installed():
         return _litert_version()
     return "tf.lite"
+
+
+def runtime_packages(target: str) -> list[str]:
+    """The installed packages whose code the import of `target` loads, without importing them.
+
+    Resolved the way `import_tflite` resolves its runtime, so a TFLite trial that falls back to
+    tf.lite names TensorFlow's packages. `import tensorflow` itself loads numpy, h5py and Keras
+    (Keras 2 and 3 alike; tf-keras instead in legacy mode); LiteRT loads only numpy.
+    """
+    if target == "tflite" and _litert_installed():
+        names = ["ai_edge_litert", "numpy"]
+    else:
+        legacy = os.environ.get("TF_USE_LEGACY_KERAS") in _LEGACY_KERAS_VALUES
+        names = ["tensorflow", "numpy", "h5py", "tf_keras" if legacy else "keras"]
+    return [name for name in names if importlib.util.find_spec(name) is not None]
 
 
 def keras_version(rt: Runtime) -> str:

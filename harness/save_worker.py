@@ -4,7 +4,8 @@ Saving runs in a child because a converter can abort the whole process (TF 2.16 
 Keras dies in the TFLite converter with "LLVM ERROR"). Before each artifact the worker appends a
 `start` event and after it a `saved` / `unsupported` / `error` event, so when it dies the parent
 knows exactly which artifact killed it, records that one as `error` and starts a new worker for
-the rest.
+the rest. A model's own `code` (model options) is imported first, its cost recorded apart
+(`user_code_import_s`).
 
 Usage: python -m harness.save_worker SPEC.json
 """
@@ -18,28 +19,49 @@ import sys
 import time
 from typing import Any
 
-from harness.catalog import ModelSpec
-from harness.formats import ARTIFACTS, first_output
-from harness.models import ModelBuildError, build
+import numpy as np
+
+from harness.catalog import ModelOptions, ModelSpec
+from harness.formats import ARTIFACTS, Unsupported
+from harness.modelio import (
+    InputError,
+    Layout,
+    load_batch,
+    named_outputs,
+    read_user_inputs,
+    save_batch,
+    synthesise,
+)
+from harness.models import ModelBuildError, SignatureModel, build, initialise_untrained, layout_of
+from harness.parity import informative_outputs
 from harness.records import append_event
 from harness.runtime import import_tensorflow
+from harness.usercode import import_user_code
 
 # Test-only fault injection: the named artifact's save aborts the process, as LLVM's does.
 ABORT_ENV = "HARNESS_TEST_ABORT_ARTIFACT"
 
 
-def _sample_input(model: Any, path: str) -> Any:
-    """The fixed, seeded input every load predicts on (shared by all generations of workers)."""
-    import numpy as np
+def _parity_batch(rt: Any, model: Any, options: ModelOptions, folder: str) -> tuple[Any, Any]:
+    """(input layout, batch by input name) every load predicts for parity, shared by every
+    generation of workers: the user's `inputs` if given, else seeded synthetic inputs.
 
-    if os.path.exists(path):
-        return np.load(path)
-    tensor = model.inputs[0]
-    shape = [1] + [int(d) for d in list(tensor.shape)[1:]]
-    dtype = getattr(tensor.dtype, "name", tensor.dtype)
-    x = np.random.default_rng(0).standard_normal(shape).astype(dtype)
-    np.save(path, x)
-    return x
+    Its first row is also the input of the timed calls. Raises InputError for an input that
+    cannot be synthesised or user data that does not fit.
+    """
+    path = os.path.join(folder, "parity-inputs.npz")
+    described = os.path.join(folder, "parity-inputs.json")
+    if os.path.exists(path) and os.path.exists(described):
+        return Layout.load(described), load_batch(path)
+    layout = layout_of(rt, model, dict(options.dims))
+    if options.inputs:
+        layout.source = options.inputs
+        batch = read_user_inputs(layout, options.inputs)
+    else:
+        batch = synthesise(layout)
+    save_batch(path, batch)
+    layout.save(described)
+    return layout, batch
 
 
 def _seed(rt: Any) -> None:
@@ -62,29 +84,64 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}".rstrip(": ")
 
 
+def _predict(model: Any, layout: Any, batch: dict) -> dict:
+    """The saving model's outputs on `batch`, by name."""
+    if isinstance(model, SignatureModel):
+        return named_outputs(model(batch))
+    return named_outputs(model(layout.feed(batch), training=False))
+
+
 def main(spec_path: str) -> int:
     with open(spec_path) as handle:
         spec = json.load(handle)
     events, folder = spec["events"], spec["folder"]
+    model_spec = ModelSpec.from_json(spec["model"])
     rt = import_tensorflow()
     _seed(rt)
+    code_s = None
+    try:
+        if model_spec.options.code:
+            rt.custom_objects, code_s = import_user_code(list(model_spec.options.code))
+    except Exception as exc:  # the user's module failed to import: say which and why
+        append_event(events, event="model_error", reason=f"user code: {_first_line(exc)}")
+        return 0
     start = time.perf_counter()
     try:
-        model = build(rt, ModelSpec(**spec["model"]), spec["weights"])
+        model = build(rt, model_spec, spec["weights"])
+        layout, batch = _parity_batch(rt, model, model_spec.options, folder)
+    except InputError as exc:  # an input the tool cannot feed: the model's formats say so
+        append_event(events, event="model_unsupported", reason=str(exc))
+        return 0
     except (ModelBuildError, OSError, ValueError) as exc:
         append_event(events, event="model_error", reason=_first_line(exc))
         return 0
+    if spec["weights"] == "none" and model_spec.kind != "file":
+        initialise_untrained(rt, model, layout.feed(batch))
     build_s = time.perf_counter() - start
-    x = _sample_input(model, os.path.join(folder, "input.npy"))
-    reference = os.path.join(folder, f"reference-{spec['generation']}.npy")
-    import numpy as np
-
-    np.save(reference, first_output(model(x, training=False)))
-    append_event(events, event="model", params=int(model.count_params()), build_s=build_s,
-                 input=os.path.join(folder, "input.npy"), reference=reference)
+    outputs = _predict(model, layout, batch)
+    reference = os.path.join(folder, f"reference-{spec['generation']}.npz")
+    np.savez(reference, **outputs)
+    not_keras = model.reason if isinstance(model, SignatureModel) else ""
+    append_event(
+        events,
+        event="model",
+        params=int(model.count_params()),
+        build_s=build_s,
+        input=os.path.join(folder, "parity-inputs.npz"),
+        reference=reference,
+        parity_informative=informative_outputs(outputs),
+        user_code_import_s=code_s,
+        inputs=layout.record(),
+        input_source=layout.source,
+        outputs=[
+            {"name": n, "shape": list(v.shape[1:]), "dtype": str(v.dtype)}
+            for n, v in outputs.items()
+        ],
+        not_keras=not_keras,
+    )
     for name in spec["artifacts"]:
         artifact = ARTIFACTS[name]
-        reason = artifact.unsupported(rt)
+        reason = artifact.unsupported(rt) or (artifact.keras_only and not_keras)
         if reason:
             append_event(events, event="unsupported", artifact=name, reason=reason)
             continue
@@ -96,9 +153,18 @@ def main(spec_path: str) -> int:
             shutil.rmtree(path)
         try:
             began = time.perf_counter()
-            artifact.save(rt, model, path, x)
-            append_event(events, event="saved", artifact=name, path=path, reference=reference,
-                         save_s=time.perf_counter() - began)
+            extra = artifact.save(rt, model, path, layout, batch) or {}
+            append_event(
+                events,
+                event="saved",
+                artifact=name,
+                path=path,
+                reference=reference,
+                save_s=time.perf_counter() - began,
+                **extra,
+            )
+        except Unsupported as exc:  # e.g. every TFLite converter option failed: its reasons
+            append_event(events, event="unsupported", artifact=name, reason=str(exc))
         except Exception as exc:  # one artifact failing must not stop the others
             append_event(events, event="error", artifact=name, reason=_first_line(exc))
     return 0

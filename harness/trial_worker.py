@@ -5,8 +5,12 @@ this process only measures: import, load, first inference, steady inference, mem
 With `--loads K > 1` it repeats the load K times in this one warm process (the method of the
 article that seeded this project), so both numbers can be set side by side.
 
-Usage: python -m harness.trial_worker --format F --artifact PATH --input X.npy
-           --reference R.npy --inference-runs N --loads K --result OUT.json
+The model's own `--code` modules (model options) are imported after the runtime and the device,
+before the load clock, and timed apart (`user_code_import_s`); TFLite trials skip them: the
+interpreter runs no Python code, and importing it would import TensorFlow into a LiteRT process.
+
+Usage: python -m harness.trial_worker --format F --artifact PATH --input X.npz
+           --reference R.npz [--code FILE.py ...] --inference-runs N --loads K --result OUT.json
 """
 
 from __future__ import annotations
@@ -35,39 +39,87 @@ def _rss_mb() -> float:
         return int(handle.read().split()[1]) * _PAGE_MB
 
 
+def _read_bytes() -> int | None:
+    """Bytes this process (all threads) has caused to be read from storage; None if unreadable."""
+    try:
+        with open("/proc/self/io") as handle:
+            for line in handle:
+                if line.startswith("read_bytes:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def _major_faults() -> int:
+    """Page faults of this process that had to wait for storage (mapped files not cached)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_majflt
+
+
+def _init_device(rt: Runtime, target: str) -> float:
+    """Seconds to create the runtime's compute device, so that no load clock pays for it.
+
+    TensorFlow creates its devices (on a GPU: the CUDA context, streams, allocator) at the first
+    op: listing them and running a tiny op on the first GPU, else the CPU, does it here, by one
+    code path for both. TFLite has no device to create: the interpreter builds its delegates
+    (XNNPACK on CPU) inside the load, so 0.0, whichever interpreter (LiteRT or tf.lite) runs it.
+    """
+    if target == "tflite":
+        return 0.0
+    tf = rt.tf
+    began = time.perf_counter()
+    logical = tf.config.list_logical_devices()
+    gpus = [d for d in logical if d.device_type == "GPU"]
+    device = (gpus or [d for d in logical if d.device_type == "CPU"])[0]
+    with tf.device(device.name):
+        float(tf.reduce_sum(tf.ones((2, 2))))
+    return time.perf_counter() - began
+
+
 def _import(target: str) -> Runtime:
     if target == "tflite":
         return import_tflite()
     return import_tensorflow(with_keras=target == "tensorflow+keras")
 
 
-def _one_load(rt: Runtime, fmt: str, path: str, x: Any, reference: Any, runs: int) -> dict:
+def _one_load(
+    rt: Runtime, fmt: str, path: str, layout: Any, batch: dict, reference: dict, runs: int
+) -> dict:
     import numpy as np
 
+    from harness.modelio import row  # numpy only, already imported
+    from harness.parity import check as check_parity
+
+    x = row(batch, 0)  # the timed calls predict the parity batch's first row
+
     rss_before = _rss_mb()
+    faults_before, read_before = _major_faults(), _read_bytes()
     cpu0, wall0 = time.process_time(), time.perf_counter()
-    predict = FORMATS[fmt].load(rt, path)
+    predict = FORMATS[fmt].load(rt, path, layout)
     load_s, load_cpu_s = time.perf_counter() - wall0, time.process_time() - cpu0
+    faults, read_after = _major_faults() - faults_before, _read_bytes()
     rss_delta = _rss_mb() - rss_before
     began = time.perf_counter()
-    y = np.asarray(predict(x))
+    y = next(iter(predict(x).values()))
     first_s = time.perf_counter() - began
     steady = []
     for _ in range(runs):
         began = time.perf_counter()
         predict(x)
         steady.append(time.perf_counter() - began)
-    parity = (float(np.max(np.abs(y.astype("float64") - reference.astype("float64"))))
-              if y.shape == reference.shape else None)
     return {
         "load_s": load_s,
         "load_cpu_s": load_cpu_s,
         "first_inference_s": first_s,
+        "first_prediction_s": load_s + first_s,
+        "load_major_faults": faults,
+        "load_read_bytes": None if read_before is None else read_after - read_before,
         "inference_s": statistics.median(steady) if steady else None,
         "rss_before_load_mb": round(rss_before, 1),
         "rss_load_delta_mb": round(rss_delta, 1),
-        "parity_max_abs_diff": parity,
-        "output_shape": list(y.shape),
+        "output_shape": list(np.shape(y)),
+        "inference_call": predict.call,
+        **check_parity(predict, batch, reference, fmt),  # after every clock has stopped
     }
 
 
@@ -75,6 +127,7 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="harness.trial_worker")
     for flag in ("--format", "--artifact", "--input", "--reference", "--result"):
         parser.add_argument(flag, required=True)
+    parser.add_argument("--code", action="append", default=[])
     parser.add_argument("--inference-runs", type=int, default=10)
     parser.add_argument("--loads", type=int, default=1)
     args = parser.parse_args(argv)
@@ -86,13 +139,26 @@ def main(argv: list[str]) -> int:
         result["import_s"] = time.perf_counter() - began
         result["startup_s"] = began - _STARTED
         result["tflite_runtime"] = rt.tflite_runtime if target == "tflite" else None
-        import numpy as np
+        result["device_init_s"] = _init_device(rt, target)
+        result["user_code_import_s"] = None
+        if args.code and target != "tflite":
+            from harness.usercode import import_user_code
 
-        x, reference = np.load(args.input), np.load(args.reference)
+            rt.custom_objects, result["user_code_import_s"] = import_user_code(args.code)
+        from harness.modelio import Layout, load_batch  # numpy: imported with the runtime
+
+        layout = Layout.load(os.path.splitext(args.input)[0] + ".json")
+        batch, reference = load_batch(args.input), load_batch(args.reference)
         result["loads"] = [
-            _one_load(rt, args.format, args.artifact, x, reference, args.inference_runs)
+            _one_load(rt, args.format, args.artifact, layout, batch, reference, args.inference_runs)
             for _ in range(args.loads)
         ]
+        # Only the process's first load paid for the import, the device and the user's code.
+        before_load = (
+            result["import_s"] + result["device_init_s"] + (result["user_code_import_s"] or 0.0)
+        )
+        for index, load in enumerate(result["loads"]):
+            load["cold_start_s"] = before_load + load["first_prediction_s"] if index == 0 else None
     except Exception as exc:
         last = traceback.format_exception_only(type(exc), exc)[-1].strip()
         result["error"] = last

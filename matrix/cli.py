@@ -22,10 +22,12 @@ from rich.text import Text
 
 from harness.catalog import CACHE_MODES, FORMATS
 from matrix import workflow
+from matrix.config import with_user_files
 from matrix.environments import Environment, Skipped, expand
 from matrix.errors import ConfigError, ExitCode, MatrixError
 from matrix.lock import run_lock
 from matrix.stats import ALPHA, THRESHOLD
+from matrix.stopping import interrupted_code, sigterm_as_ctrl_c
 
 EXIT_CODES = "\n".join(
     [
@@ -36,15 +38,20 @@ EXIT_CODES = "\n".join(
         "3  the backend could not run the harness (e.g. TensorFlow not installed)",
         "4  another `matrix run` is using the results folder (its lock): nothing ran",
         "130  interrupted (the records written so far are kept)",
+        "143  stopped by SIGTERM, as on Ctrl-C (the records written so far are kept)",
     ]
 )
 
 COMPARE_EXIT_CODES = "\n".join(
     [
         "Exit codes:",
-        "0  no cell got slower (beyond the threshold and significantly)",
-        "1  regression found: some cell is slower beyond the threshold with p < alpha",
+        "0  no cell got slower (beyond the threshold and significantly), and every cell could",
+        "   have shown a change of the threshold's size (or --allow-underpowered)",
+        "1  regression found: some cell is slower beyond the threshold, significantly",
         "2  configuration error: a run not found, a bad flag, or no cell measured in both runs",
+        "5  no regression, but some cell is underpowered: its trials are too few or too noisy",
+        "   to detect a change of the threshold's size (the summary says how many repeats",
+        "   would); --allow-underpowered exits 0 instead",
     ]
 )
 
@@ -86,8 +93,10 @@ PRUNE_EXIT_CODES = "\n".join(
 SCHEDULE_EXIT_CODES = "\n".join(
     [
         "Exit codes:",
-        "0  the schedule was written (and printed)",
-        "2  configuration error: a bad time, output kind, flag or matrix file; nothing written",
+        "0  the schedule was written (and printed); if its repeats were raised so the nightly",
+        "   gate can detect a change of --threshold, stderr says so",
+        "2  configuration error: a bad time, output kind, flag or matrix file, or repeats that",
+        "   even at 30 could not detect --threshold at the measured spread; nothing written",
     ]
 )
 
@@ -135,11 +144,13 @@ ResultsDirOption = Annotated[
 ]
 ThresholdOption = Annotated[
     float,
-    typer.Option(help="Smallest relative change of the median load time that counts (0.10 = 10%)."),
+    typer.Option(help="Smallest relative change of the median load time that counts (0.20 = 20%)."),
 ]
 AlphaOption = Annotated[
     float,
-    typer.Option(help="A change counts only if the Mann-Whitney U test's p is below this."),
+    typer.Option(
+        help="A change counts only if Welch's t-test on log load times gives p below this."
+    ),
 ]
 SkipOption = Annotated[
     Optional[str],
@@ -148,25 +159,35 @@ SkipOption = Annotated[
 
 BackendOption = Annotated[
     Optional[str],
-    typer.Option(help="local (this interpreter's TensorFlow), docker (one image per environment), "
-                 "venv (one virtual environment per environment, from this host's Pythons) or "
-                 "auto (docker when a daemon answers, else venv). Default: the matrix file's.",
-                 show_default=False),
+    typer.Option(
+        help="local (this interpreter's TensorFlow), docker (one image per environment), "
+        "venv (one virtual environment per environment, from this host's Pythons) or "
+        "auto (docker when a daemon answers, else venv). Default: the matrix file's.",
+        show_default=False,
+    ),
 ]
 # Jobs of a fanned-out sweep (`matrix schedule --emit github`) share one run id.
 RunIdOption = Annotated[
     Optional[str],
-    typer.Option(help="Name this run (default: its UTC start time and a random suffix). Jobs "
-                 "of a fanned-out sweep pass the same id, so their records form one run."),
+    typer.Option(
+        help="Name this run (default: its UTC start time and a random suffix). Jobs "
+        "of a fanned-out sweep pass the same id, so their records form one run."
+    ),
 ]
 
 _AXIS_FLAGS = [
-    inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default,
-                      annotation=option)
+    inspect.Parameter(
+        name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default, annotation=option
+    )
     for name, option, default in (
-        ("tf", TfOption, None), ("py", PyOption, None), ("cpu", CpuOption, False),
-        ("gpu", GpuOption, False), ("both", BothOption, False), ("keras", KerasOption, None),
-        ("only", OnlyOption, None), ("skip", SkipOption, None),
+        ("tf", TfOption, None),
+        ("py", PyOption, None),
+        ("cpu", CpuOption, False),
+        ("gpu", GpuOption, False),
+        ("both", BothOption, False),
+        ("keras", KerasOption, None),
+        ("only", OnlyOption, None),
+        ("skip", SkipOption, None),
     )
 ]
 
@@ -179,22 +200,27 @@ def with_axis_flags(command: Callable[..., None]) -> Callable[..., None]:
     typer reads a command's flags from its signature, so the signature is what is extended:
     the flags go after `--config`, in place of the `axes` parameter typer must not see.
     """
-    own = [p for p in inspect.signature(command).parameters.values()
-           if p.name != "axes"]
+    own = [p for p in inspect.signature(command).parameters.values() if p.name != "axes"]
     at = next(i for i, p in enumerate(own) if p.name == "config") + 1
 
     @functools.wraps(command)
     def with_axes(**given: Any) -> None:
-        command(axes=_axis_overrides(**{p.name: given.pop(p.name) for p in _AXIS_FLAGS}),
-                **given)
+        command(axes=_axis_overrides(**{p.name: given.pop(p.name) for p in _AXIS_FLAGS}), **given)
 
     with_axes.__signature__ = inspect.Signature([*own[:at], *_AXIS_FLAGS, *own[at:]])
     return with_axes
 
 
-def _axis_overrides(tf: Optional[str], py: Optional[str], cpu: bool, gpu: bool, both: bool,
-                    keras: Optional[str], only: Optional[str], skip: Optional[str]
-                    ) -> dict[str, Any]:
+def _axis_overrides(
+    tf: Optional[str],
+    py: Optional[str],
+    cpu: bool,
+    gpu: bool,
+    both: bool,
+    keras: Optional[str],
+    only: Optional[str],
+    skip: Optional[str],
+) -> dict[str, Any]:
     """The environment-axis flags as config overrides; --cpu --gpu together mean --both."""
     device = [d for d, wanted in (("cpu", cpu or both), ("gpu", gpu or both)) if wanted]
     given = {"tf": tf, "python": py, "device": device or None, "keras": keras}
@@ -271,17 +297,11 @@ def run(
     axes: dict[str, Any],
     config: ConfigOption = None,
     backend: BackendOption = None,
-    allow_cache_drop: Annotated[
-        bool,
-        typer.Option(
-            help="Docker: give containers exactly CAP_SYS_ADMIN and unconfined /proc/sys so "
-            "`cold` trials can drop the page cache; without it they are recorded unsupported."
-        ),
-    ] = False,
     resume: Annotated[
         Optional[str],
-        typer.Option(help="Docker, venv: continue run RUN_ID, skipping environments already "
-                     "complete."),
+        typer.Option(
+            help="Docker, venv: continue run RUN_ID, skipping environments already complete."
+        ),
     ] = None,
     run_id: RunIdOption = None,
     isolation: Annotated[
@@ -298,6 +318,24 @@ def run(
         typer.Option(
             help="Comma-separated keras.applications names (MobileNetV2,DenseNet201,…), size rungs "
             "(dense-1m, dense-10m) or paths to .keras / .h5 / SavedModel."
+        ),
+    ] = None,
+    code: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            metavar="FILE.py",
+            help="Python module defining custom layers or objects of the model files "
+            "in --models, imported before each save and load (repeat the flag, or "
+            "comma-separate). Never installed into the environment.",
+        ),
+    ] = None,
+    inputs: Annotated[
+        Optional[str],
+        typer.Option(
+            metavar="FILE.npz",
+            help="An .npz of inputs (by input name, or arr_0, arr_1, … in order) for "
+            "the model files in --models: used for inference and parity instead of "
+            "synthetic inputs.",
         ),
     ] = None,
     formats: Annotated[
@@ -339,8 +377,10 @@ def run(
     ] = None,
     html: Annotated[
         bool,
-        typer.Option("--report/--no-report",
-                     help="Write the HTML report (reports/<run-id>/index.html) at the end."),
+        typer.Option(
+            "--report/--no-report",
+            help="Write the HTML report (reports/<run-id>/index.html) at the end.",
+        ),
     ] = True,
 ) -> None:
     """Run a matrix of load-time trials, print a summary table and write the HTML report.
@@ -369,21 +409,29 @@ def run(
         overrides["backend"] = backend
     console = _console()
     try:
-        matrix, source = workflow.load(config, overrides)
-        plan = workflow.plan_run(matrix, run_id, resume)
-        chosen = workflow.choose_backend(matrix, console)
-        # Checked before the lock: a backend that cannot run leaves no results folder behind.
-        if chosen == "local":
-            local = workflow.local_backend()
-            job = functools.partial(workflow.run_local, plan, local, source, console, html)
-        else:
-            provisioner = workflow.provisioner_for(chosen, build_dir, allow_cache_drop)
-            job = functools.partial(workflow.run_sweep, plan, source, console, provisioner,
-                                    html)
-        with run_lock(matrix.results_dir, run_id=plan.run_id):
-            code = job()
+        with sigterm_as_ctrl_c():
+            if code or inputs is not None:
+                overrides["models"] = with_user_files(models, code or [], inputs)
+            matrix, source = workflow.load(config, overrides)
+            plan = workflow.plan_run(matrix, run_id, resume)
+            chosen = workflow.choose_backend(matrix, console)
+            # Checked before the lock: a backend that cannot run leaves no results folder behind.
+            if chosen == "local":
+                local = workflow.local_backend()
+                job = functools.partial(workflow.run_local, plan, local, source, console, html)
+            else:
+                provisioner = workflow.provisioner_for(chosen, build_dir)
+                job = functools.partial(
+                    workflow.run_sweep, plan, source, console, provisioner, html
+                )
+            with run_lock(matrix.results_dir, run_id=plan.run_id):
+                if chosen == "docker":
+                    workflow.remove_dead_runs(console)
+                code = job()
     except MatrixError as exc:
         raise _fail(exc) from None
+    except KeyboardInterrupt:  # stopped outside the run proper, which stops its harness itself
+        raise typer.Exit(int(interrupted_code())) from None
     raise typer.Exit(int(code))
 
 
@@ -419,41 +467,52 @@ _build_step("build", workflow.build_all, EXIT_CODES)
 def report(
     runs: Annotated[
         Optional[list[str]],
-        typer.Argument(help="Run ids under --results-dir, or paths to run folders (from any "
-                       "machine); several are merged. Default: the newest run.",
-                       show_default=False),
+        typer.Argument(
+            help="Run ids under --results-dir, or paths to run folders (from any "
+            "machine); several are merged. Default: the newest run.",
+            show_default=False,
+        ),
     ] = None,
     results_dir: ResultsDirOption = Path("results"),
     out: Annotated[
-        Path, typer.Option(help="Reports go to <out>/<run-id>/index.html; <out>/latest links "
-                           "to the newest.")
+        Path,
+        typer.Option(
+            help="Reports go to <out>/<run-id>/index.html; <out>/latest links to the newest."
+        ),
     ] = Path("reports"),
     export: Annotated[
         Optional[Path],
-        typer.Option(help="Also write the tidy trials to FILE.csv or FILE.parquet, and the "
-                     "per-cell statistics to FILE-stats.csv / FILE-stats.parquet.",
-                     show_default=False),
+        typer.Option(
+            help="Also write the tidy trials to FILE.csv or FILE.parquet, and the "
+            "per-cell statistics to FILE-stats.csv / FILE-stats.parquet.",
+            show_default=False,
+        ),
     ] = None,
     baseline_format: Annotated[
         str, typer.Option(help="Speed-ups are against this format's median load time.")
     ] = "h5",
     baseline_env: Annotated[
         Optional[str],
-        typer.Option(help="Speed-ups against this environment's median load (default: none).",
-                     show_default=False),
+        typer.Option(
+            help="Speed-ups against this environment's median load (default: none).",
+            show_default=False,
+        ),
     ] = None,
 ) -> None:
     """Write the HTML report of one or more runs (merged), and optionally export their data."""
     from matrix.dataset import load_runs
+    from matrix.inputs import check_folder
     from matrix.runs import newest, resolve
 
     console = _console()
     try:
+        check_folder("--out", out)
         if export is not None and export.suffix not in (".csv", ".parquet"):
             raise ConfigError(f"--export {export}: name a .csv or .parquet file")
         if baseline_format not in FORMATS:
-            raise ConfigError(f"--baseline-format {baseline_format!r}: choose from "
-                              f"{', '.join(FORMATS)}")
+            raise ConfigError(
+                f"--baseline-format {baseline_format!r}: choose from {', '.join(FORMATS)}"
+            )
         dirs = [resolve(run, results_dir) for run in runs] if runs else [newest(results_dir)]
         ds = load_runs(dirs)
         for problem in ds.problems:
@@ -472,14 +531,36 @@ def compare(
     alpha: AlphaOption = ALPHA,
     show_all: Annotated[
         bool,
-        typer.Option("--all", help=f"List unchanged cells even when there are more than "
-                     f"{MOST_SAME} (by default only the changes are listed then)."),
+        typer.Option(
+            "--all",
+            help=f"List unchanged cells even when there are more than "
+            f"{MOST_SAME} (by default only the changes are listed then).",
+        ),
+    ] = False,
+    allow_underpowered: Annotated[
+        bool,
+        typer.Option(
+            "--allow-underpowered",
+            help="Exit 0, not 5, when no cell got slower but "
+            "some could not have shown a change of the threshold's size.",
+        ),
+    ] = False,
+    normalise: Annotated[
+        bool,
+        typer.Option(
+            "--normalise",
+            help="Rescale run B's load times to run A's machine speed "
+            "(× calibration_s of A / of B, per environment) before judging.",
+        ),
     ] = False,
 ) -> None:
     """Compare every cell measured in both runs; exit 1 if one got slower (for CI gating).
 
     A cell is flagged only when its median load time changed by more than the threshold AND
-    the change is significant (two-sided Mann-Whitney U test on the trials, p < alpha).
+    the change is significant (Welch's t-test on log load times; Benjamini-Hochberg at alpha
+    over all the cells compared, so nothing is flagged when nothing changed). A cell that is
+    not flagged is "same" only if its trials could have detected a change of the threshold's
+    size (the "detectable" column, at 80 % power); else it is "underpowered" (exit 5).
     """
     from matrix.compare import compare_runs, render, summary_line
     from matrix.dataset import load_runs
@@ -488,20 +569,26 @@ def compare(
     console = _console()
     try:
         if threshold <= 0 or not 0 < alpha < 1:
-            raise ConfigError("--threshold must be > 0 and --alpha between 0 and 1 "
-                              f"(got {threshold:g}, {alpha:g})")
+            raise ConfigError(
+                "--threshold must be > 0 and --alpha between 0 and 1 "
+                f"(got {threshold:g}, {alpha:g})"
+            )
         loaded = [load_runs([resolve(run, results_dir)]) for run in (run_a, run_b)]
         for problem in [*loaded[0].problems, *loaded[1].problems]:
             console.print(f"[yellow]warning[/] {escape(problem)}")
-        comparison = compare_runs(*loaded, threshold=threshold, alpha=alpha)
+        comparison = compare_runs(*loaded, threshold=threshold, alpha=alpha, normalise=normalise)
         if comparison.cells.empty:
-            raise ConfigError(f"nothing to compare: no cell was measured in both {run_a} and "
-                              f"{run_b}")
+            raise ConfigError(
+                f"nothing to compare: no cell was measured in both {run_a} and {run_b}"
+            )
     except MatrixError as exc:
         raise _fail(exc) from None
     console.print(render(comparison, run_a, run_b, None if show_all else MOST_SAME))
     console.print(escape(summary_line(comparison, threshold, alpha)))
-    raise typer.Exit(int(ExitCode.REGRESSION if len(comparison.slower) else ExitCode.OK))
+    if len(comparison.slower):
+        raise typer.Exit(int(ExitCode.REGRESSION))
+    underpowered = len(comparison.underpowered) and not allow_underpowered
+    raise typer.Exit(int(ExitCode.UNDERPOWERED if underpowered else ExitCode.OK))
 
 
 @app.command()
@@ -517,7 +604,8 @@ def history(
     """Median load time of every cell over the runs in --results-dir, oldest first.
 
     Each (environment, model, format, cache mode) series ends with its latest change against
-    the run before and a step flag, judged as `matrix compare` judges.
+    the run before and a step flag, judged as `matrix compare` judges (slower, faster, same,
+    or underpowered when the trials could not have shown a change of the threshold's size).
     """
     from matrix.dataset import load_runs
     from matrix.history import latest_changes, render, select, series_frame
@@ -531,7 +619,7 @@ def history(
     if frame.empty:
         raise _fail(ConfigError(f"no measured cell under {results_dir}/ matches the filters"))
     console = _console()
-    console.print(render(frame, latest_changes(ds, frame), last))
+    console.print(render(frame, latest_changes(frame), last))
 
 
 @app.command(epilog=DOCTOR_EXIT_CODES)
@@ -557,8 +645,9 @@ def doctor(
 
 @app.command(epilog=PRUNE_EXIT_CODES)
 def prune(
-    keep: Annotated[int, typer.Option(help="How many of the newest runs to keep (>= 1).",
-                                      show_default=False)],
+    keep: Annotated[
+        int, typer.Option(help="How many of the newest runs to keep (>= 1).", show_default=False)
+    ],
     results_dir: ResultsDirOption = Path("results"),
     reports_dir: Annotated[
         Path, typer.Option(help="Where `matrix report` wrote the runs' reports (its --out).")
@@ -578,39 +667,66 @@ def prune(
     except MatrixError as exc:
         raise _fail(exc) from None
 
-@app.command(epilog=SCHEDULE_EXIT_CODES,
-             context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+
+@app.command(
+    epilog=SCHEDULE_EXIT_CODES,
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+)
 def schedule(
     ctx: typer.Context,
     nightly: Annotated[
-        str, typer.Option(help="Time of day, HH:MM on a 24-hour clock: this machine's local "
-                          "time for cron and systemd, UTC for github.", show_default=False)
+        str,
+        typer.Option(
+            help="Time of day, HH:MM on a 24-hour clock: this machine's local "
+            "time for cron and systemd, UTC for github.",
+            show_default=False,
+        ),
     ],
     emit: Annotated[
-        str, typer.Option(help="cron (a crontab line), systemd (a .service and a .timer) or "
-                          "github (a GitHub Actions workflow).", show_default=False)
+        str,
+        typer.Option(
+            help="cron (a crontab line), systemd (a .service and a .timer) or "
+            "github (a GitHub Actions workflow).",
+            show_default=False,
+        ),
     ],
     out: Annotated[
-        Optional[Path], typer.Option(help="Where to write (default: build/schedule/, for "
-                                     "github .github/workflows/).", show_default=False)
+        Optional[Path],
+        typer.Option(
+            help="Where to write (default: build/schedule/, for github .github/workflows/).",
+            show_default=False,
+        ),
     ] = None,
     workdir: Annotated[
         Path, typer.Option(help="The project folder the nightly sweep runs in.")
     ] = Path("."),
+    threshold: Annotated[
+        float,
+        typer.Option(
+            help="The change the nightly `matrix compare` gates on (0.20 = 20%); "
+            "--repeats is raised until the gate can detect it."
+        ),
+    ] = THRESHOLD,
 ) -> None:
     """Run the same sweep every night: a crontab line, systemd units or a GitHub workflow.
 
     Flags after these go to `matrix run` (e.g. --config, --tf, --only) and are checked now.
+    If the repeats are too few for the nightly compare to detect a change of --threshold at
+    the spread of the latest run in the results folder, they are raised (up to 30), and
+    stderr says so; if even 30 are not enough, nothing is written (exit 2).
     """
     from matrix.schedule import make_schedule, write
 
     root = ctx.find_root()
     run_command, plan_command = (root.command.get_command(root, n) for n in ("run", "plan"))
     try:
-        plan = make_schedule(nightly, emit, workdir, ctx.args, run_command, plan_command)
+        plan = make_schedule(nightly, emit, workdir, ctx.args, run_command, plan_command, threshold)
+        if plan.raised:
+            typer.echo(plan.raised, err=True)
         typer.echo("\n".join(write(plan, emit, out)))
     except MatrixError as exc:
         raise _fail(exc) from None
+
 
 def _fail(exc: MatrixError) -> typer.Exit:
     """An expected error: its one line on stderr, and the exit code of its kind."""
@@ -624,7 +740,6 @@ def _console() -> Console:
     if not console.is_terminal:
         console.width = max(console.width, 120)
     return console
-
 
 
 def main() -> None:

@@ -14,28 +14,33 @@ version strings against strict patterns, because they end up in Dockerfiles.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
     ValidationError,
     ValidationInfo,
     field_validator,
 )
 from pydantic_core import ErrorDetails
 
-from harness.catalog import CACHE_MODES, FORMATS, check_choices, parse_model
+from harness.catalog import CACHE_MODES, FORMATS, CatalogError, check_choices, parse_model
 from matrix.compat import PYTHON_VERSION, SAFE_LOADER, load_table, minor_of
 from matrix.errors import ConfigError
+from matrix.inputs import CONTROL, refuse_control
 
 CONFIG_FILE_NAME = "matrix.yaml"
 BUILTIN_LABEL = "built-in default"
@@ -45,6 +50,10 @@ _VERSIONS = ("tf", "python")  # YAML reads an unquoted 2.10 as the number 2.1: r
 _FLAGS = {"python": "py"}  # a field whose flag is not --<field-name>
 # What a FROM line may contain: registry[:port]/name[:tag][@digest], nothing a shell would parse.
 _IMAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@-]{0,254}$")
+# The most trials a cell may ask for, measured or warm-up: 1000 fresh processes of even the
+# smallest model take about an hour a cell, and a typo such as `repeats: 50000` would keep a
+# machine busy for weeks before anyone looked.
+TRIALS_LIMIT = 1000
 
 
 def _builtin(key: str, **constraints: Any) -> Any:
@@ -55,16 +64,76 @@ def _builtin(key: str, **constraints: Any) -> Any:
     )
 
 
+class ModelEntry(BaseModel):
+    """A model with what it needs from its user, for `models: [{model: ..., code: [...]}]`.
+
+    `code`: the Python modules defining its custom layers or objects, imported by the harness
+    before each save and load; `inputs`: an .npz of real inputs (by input name, or arr_0, arr_1
+    ... in order) used instead of synthetic ones; `dims`: sizes for its dynamic dimensions, by
+    input name. Files must exist here: the harness is given them (matrix.plan), never a guess.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str
+    code: tuple[Path, ...] = ()
+    inputs: Optional[Path] = None  # noqa: UP045 (pydantic evaluates it, on Python 3.9 too)
+    dims: dict[str, Annotated[int, Field(ge=1, strict=True)]] = Field(default_factory=dict)
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, name: str) -> str:
+        return parse_model(name).name
+
+    @field_validator("code", mode="before")
+    @classmethod
+    def _one_or_more(cls, value: Any) -> Any:
+        """`code: layers.py` is one module, `code: a.py,b.py` two, as a flag would give them."""
+        return _csv(value) if isinstance(value, str) else value
+
+    @field_validator("code")
+    @classmethod
+    def _python_modules(cls, paths: tuple[Path, ...]) -> tuple[Path, ...]:
+        return tuple(
+            _user_file(path, ".py", "the Python module that defines the model's custom objects")
+            for path in paths
+        )
+
+    @field_validator("inputs")
+    @classmethod
+    def _npz(cls, path: Path | None) -> Path | None:
+        if path is None:
+            return None
+        return _user_file(path, ".npz", "an .npz of arrays by input name (numpy.savez)")
+
+
+# A model in `models`: its name (or path) as a string, or a mapping with its user's files.
+ModelItem = Annotated[
+    Union[Annotated[str, Tag("name")], Annotated[ModelEntry, Tag("entry")]],
+    Discriminator(lambda item: "entry" if isinstance(item, (dict, ModelEntry)) else "name"),
+]
+
+
+def _user_file(path: Path, suffix: str, what: str) -> Path:
+    """`path` as an absolute path, if it is an existing `suffix` file; else what to give."""
+    path = path.expanduser()
+    if path.suffix != suffix:
+        raise ValueError(f"{path}: not a {suffix} file; give {what}")
+    if not path.is_file():
+        raise ValueError(f"{path}: no such file; give {what}")
+    return path.absolute()
+
+
 class MatrixConfig(BaseModel):
     """One validated matrix. Defaults live in default.yaml only (the axes read theirs from it)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    models: tuple[str, ...] = Field(min_length=1)
+    models: tuple[ModelItem, ...] = Field(min_length=1)
     formats: tuple[str, ...] = Field(min_length=1)
     cache: tuple[str, ...] = Field(min_length=1)
-    repeats: int = Field(ge=1, strict=True)
-    warmup: int = Field(ge=0, strict=True)
+    repeats: int = Field(ge=1, le=TRIALS_LIMIT, strict=True)
+    warmup: int = Field(ge=0, le=TRIALS_LIMIT, strict=True)
     inference_runs: int = Field(ge=1, strict=True)
     process: Literal["fresh", "reused", "both"]
     seed: int = Field(ge=0, strict=True)
@@ -88,7 +157,7 @@ class MatrixConfig(BaseModel):
         if info.field_name in _VERSIONS:
             _refuse_numbers(value if isinstance(value, (list, tuple)) else [value])
         if isinstance(value, str):
-            value = [part.strip() for part in value.split(",") if part.strip()]
+            value = _csv(value)
         if value == ["all"] and info.field_name in _ALL:
             return _ALL[info.field_name]
         return value
@@ -132,8 +201,18 @@ class MatrixConfig(BaseModel):
 
     @field_validator("models")
     @classmethod
-    def _known_models(cls, names: tuple[str, ...]) -> tuple[str, ...]:
-        return tuple(parse_model(name).name for name in names)
+    def _known_models(cls, items: tuple[str | ModelEntry, ...]) -> tuple[str | ModelEntry, ...]:
+        items = tuple(parse_model(i).name if isinstance(i, str) else i for i in items)
+        names = [i if isinstance(i, str) else i.model for i in items]
+        twice = next((name for name in names if names.count(name) > 1), None)
+        if twice is not None:
+            raise ValueError(f"model {twice!r} is listed twice; list it once")
+        return items
+
+    @property
+    def model_names(self) -> tuple[str, ...]:
+        """Every model's name (or path) as the harness gets it, entries included."""
+        return tuple(i if isinstance(i, str) else i.model for i in self.models)
 
     @field_validator("formats")
     @classmethod
@@ -149,6 +228,11 @@ class MatrixConfig(BaseModel):
     @classmethod
     def _expand_home(cls, path: Path) -> Path:
         return path.expanduser()
+
+
+def _csv(text: str) -> list[str]:
+    """`a, b` → [a, b]: the comma-separated form every list takes on a flag."""
+    return [part.strip() for part in text.split(",") if part.strip()]
 
 
 def _refuse_numbers(values: list[Any]) -> None:
@@ -172,6 +256,7 @@ def _check_python(value: Any, allow_auto: bool) -> None:
 def find_config_file(explicit: Path | None) -> Path | None:
     """`--config FILE` if given, else ./matrix.yaml if present, else None (the built-in)."""
     if explicit is not None:
+        refuse_control("--config", explicit)
         if not explicit.is_file():
             raise ConfigError(f"--config: {explicit}: no such file")
         return explicit
@@ -189,20 +274,114 @@ def load_config(
     """
     layers = [(BUILTIN_LABEL, _builtin_layer())]
     if config_file is not None:
-        layers.append((str(config_file), _read_yaml(str(config_file), _read_text(config_file))))
+        data = _read_yaml(str(config_file), _read_text(config_file))
+        layers.append((str(config_file), _rebased(data, config_file.parent)))
     layers.append(("", dict(overrides or {})))  # "" marks the command line
     merged: dict[Any, Any] = {}
     for _, data in layers:
         merged.update(data)
+    _refuse_control(merged, layers)
     try:
         config = MatrixConfig.model_validate(merged)
     except ValidationError as exc:
         raise ConfigError(_one_line(exc.errors()[0], layers)) from None
     if config.isolation == "container" and config.backend in ("local", "venv"):
-        raise ConfigError(f"{_where('isolation', layers)}: container needs the docker backend "
-                          "(a fresh container per trial); use --backend docker, or "
-                          f"--isolation process with --backend {config.backend}")
+        raise ConfigError(
+            f"{_where('isolation', layers)}: container needs the docker backend "
+            "(a fresh container per trial); use --backend docker, or "
+            f"--isolation process with --backend {config.backend}"
+        )
     return config
+
+
+def _refuse_control(merged: dict[Any, Any], layers: list[tuple[str, dict[Any, Any]]]) -> None:
+    """ConfigError naming the key if any key or text value holds a control character.
+
+    Values end up in files: crontab lines, systemd units, workflows, Dockerfiles. There a
+    newline starts a new line whatever the quoting, so such a value is refused, not escaped.
+    """
+    for key, value in merged.items():
+        if CONTROL.search(str(key)):
+            source = next(label for label, data in reversed(layers) if key in data)
+            refuse_control(f"{source or 'command line'}: key", key)
+        for loc, text in _texts(value, (key,)):
+            # A model entry is named by its place in the list (_where expects a union tag after).
+            refuse_control(_where(loc[:2] if key == "models" else loc, layers), text)
+
+
+def _texts(value: Any, loc: tuple[Any, ...]) -> Iterator[tuple[tuple[Any, ...], str]]:
+    """Every text in a YAML value (strings, paths, mapping keys), with where it is."""
+    if isinstance(value, (str, Path)):
+        yield loc, str(value)
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            yield loc, str(key)
+            yield from _texts(item, (*loc, key))
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            yield from _texts(item, (*loc, index))
+
+
+def with_user_files(models: str | None, code: Sequence[str], inputs: str | None) -> Any:
+    """The `--models` override with `--code` and `--inputs` attached to each model file it
+    names (paths relative to the current folder); `models` itself when neither is given."""
+    if not code and inputs is None:
+        return models
+    names = _csv(models or "")
+    files = [name for name in names if _names_a_file(name, Path("."))]
+    if not files:
+        flag = "--code" if code else "--inputs"
+        raise ConfigError(
+            f"{flag}: applies to model files given with --models (e.g. --models "
+            "./my_model.keras); for other models write an entry in matrix.yaml: "
+            "models: [{model: NAME, inputs: FILE.npz}]"
+        )
+    extra: dict[str, Any] = {"code": [m for item in code for m in _csv(item)]}
+    if inputs is not None:
+        extra["inputs"] = inputs
+    return [{"model": name, **extra} if name in files else name for name in names]
+
+
+def _rebased(layer: dict[Any, Any], folder: Path) -> dict[Any, Any]:
+    """A matrix file's paths (model files, code, inputs) taken relative to the file's own
+    folder, not to where `matrix` runs: the file means the same files from anywhere."""
+    items = layer.get("models")
+    if isinstance(items, str):
+        items = _csv(items)
+    if folder == Path(".") or not isinstance(items, list):
+        return layer
+    return {**layer, "models": [_rebase_item(item, folder) for item in items]}
+
+
+def _rebase_item(item: Any, folder: Path) -> Any:
+    if isinstance(item, str):
+        return _rebase(item, folder) if _names_a_file(item, folder) else item
+    if not isinstance(item, dict):
+        return item  # validation names what is wrong with it
+    item = dict(item)
+    if isinstance(item.get("model"), str) and _names_a_file(item["model"], folder):
+        item["model"] = _rebase(item["model"], folder)
+    code = _csv(item["code"]) if isinstance(item.get("code"), str) else item.get("code")
+    if isinstance(code, list):
+        item["code"] = [_rebase(p, folder) if isinstance(p, str) else p for p in code]
+    if isinstance(item.get("inputs"), str):
+        item["inputs"] = _rebase(item["inputs"], folder)
+    return item
+
+
+def _rebase(path: str, folder: Path) -> str:
+    expanded = os.path.expanduser(path)
+    return expanded if os.path.isabs(expanded) else os.path.normpath(folder / expanded)
+
+
+def _names_a_file(name: str, folder: Path) -> bool:
+    """Whether a model name is a path rather than a keras.applications name or a size rung:
+    it has a folder or an extension, or exists in `folder`. A typo of a known name stays a
+    name, so its error still suggests the close ones."""
+    with contextlib.suppress(CatalogError):
+        if parse_model(name).kind != "file":
+            return False
+    return os.sep in name or bool(os.path.splitext(name)[1]) or (folder / name).exists()
 
 
 @lru_cache(maxsize=1)
@@ -247,10 +426,13 @@ def _one_line(error: ErrorDetails, layers: list[tuple[str, dict[Any, Any]]]) -> 
 def _where(loc: str | tuple[str | int, ...], layers: list[tuple[str, dict[Any, Any]]]) -> str:
     """`--flag` when the key's value came from the command line, else `file: key[.sub]`."""
     loc = (loc,) if isinstance(loc, str) else loc
+    if loc[:1] == ("models",) and len(loc) > 2:
+        loc = loc[:2] + loc[3:]  # drop the union's tag: models[1].code, not models[1].entry.code
     key = loc[0] if loc else ""
     source = next((label for label, data in reversed(layers) if key in data), BUILTIN_LABEL)
     if source == "":
-        return f"--{_FLAGS.get(str(key), str(key).replace('_', '-'))}"
+        flag = next((part for part in loc[2:3] if part in ("code", "inputs")), key)
+        return f"--{_FLAGS.get(str(flag), str(flag).replace('_', '-'))}"
     path = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc)
     return f"{source}: {path.lstrip('.')}"
 
@@ -259,15 +441,20 @@ def _describe(error: ErrorDetails) -> str:
     """Turn a pydantic error into the words a user needs: the rule, the allowed values, the got."""
     kind, ctx, got = error["type"], error.get("ctx", {}), error.get("input")
     if kind == "extra_forbidden":
-        fields = list(MatrixConfig.model_fields)
-        close = difflib.get_close_matches(str(error["loc"][0]), fields, n=1)
+        in_entry = error["loc"][0] == "models"
+        fields = list((ModelEntry if in_entry else MatrixConfig).model_fields)
+        close = difflib.get_close_matches(str(error["loc"][-1]), fields, n=1)
         hint = f" (did you mean {close[0]}?)" if close else ""
         return f"unknown key{hint}; valid keys are {', '.join(fields)}"
+    if kind == "missing":
+        return "missing; give the model's name or path, e.g. model: ./my_model.keras"
     if kind == "value_error":
         return str(ctx["error"])  # a CatalogError: already names the value and the choices
     if kind in ("greater_than_equal", "greater_than"):
         op = ">=" if kind == "greater_than_equal" else ">"
         return f"must be {op} {ctx.get('ge', ctx.get('gt'))} (got {got!r})"
+    if kind == "less_than_equal":
+        return f"must be <= {ctx['le']} (got {got!r})"
     if kind == "literal_error":
         return f"must be {ctx['expected']} (got {got!r})"
     if kind.startswith("int_"):
@@ -277,6 +464,9 @@ def _describe(error: ErrorDetails) -> str:
         return f"name at least one of all, {', '.join(choices)}" if choices else "name at least one"
     if kind == "string_type":
         return f"must be a name (got {got!r})"
+    if kind == "dict_type":
+        example = "input name: size, e.g. {tokens: 64}" if error["loc"][-1] == "dims" else "keys"
+        return f"must be a mapping of {example} (got {got!r})"
     if kind in ("tuple_type", "list_type"):
         return f"must be a list or a comma-separated string (got {got!r})"
     return f"{error['msg']} (got {got!r})"

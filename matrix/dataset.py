@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from matrix.inputs import RUN_ID
 from matrix.records import MANIFEST, Record, read_jsonl
 from matrix.stats import start_tests
 
@@ -31,27 +32,110 @@ ARTIFACT = ["run_id", "env_id", "model", "format"]
 ENVIRONMENT = ["run_id", "env_id"]
 # Fields docs/records.md defines; a run written before one existed still gets the column (NaN).
 TRIAL_FIELDS = [
-    "schema_version", "kind", "run_id", "env_id", "time", "cell_id", "model", "format",
-    "cache_mode", "process", "phase", "round", "order", "status", "reason", "resident_before",
-    "import_libs_resident_before", "eviction", "import_target", "import_s", "startup_s",
-    "tflite_runtime", "load_s", "load_cpu_s", "first_inference_s", "inference_s",
-    "rss_before_load_mb", "rss_load_delta_mb", "peak_rss_mb", "parity_max_abs_diff",
-    "output_shape", "load_index",
+    "schema_version",
+    "kind",
+    "run_id",
+    "env_id",
+    "time",
+    "cell_id",
+    "model",
+    "format",
+    "cache_mode",
+    "process",
+    "phase",
+    "round",
+    "order",
+    "status",
+    "reason",
+    "resident_before",
+    "import_libs_resident_before",
+    "eviction",
+    "import_target",
+    "import_s",
+    "startup_s",
+    "tflite_runtime",
+    "load_s",
+    "load_cpu_s",
+    "first_inference_s",
+    "inference_s",
+    "rss_before_load_mb",
+    "rss_load_delta_mb",
+    "peak_rss_mb",
+    "parity_max_abs_diff",
+    "output_shape",
+    "load_index",
+    "isolation",
+    "container_id",
+    "device_init_s",
+    "first_prediction_s",
+    "cold_start_s",
+    "load_major_faults",
+    "load_read_bytes",
+    "import_libs_checked",
+    "inference_call",
+    "parity_status",
+    "parity_family",
+    "parity_rel_err",
+    "parity_top1_agreement",
+    "parity_cosine",
+    "parity_tolerance",
 ]
 ARTIFACT_FIELDS = [
-    "schema_version", "kind", "run_id", "env_id", "time", "cell_id", "model", "format", "status",
-    "reason", "path", "bytes", "files", "largest_file_bytes", "params", "save_s", "io_floor_s",
-    "storage_fstype", "storage_mount_point", "storage_kind",
+    "schema_version",
+    "kind",
+    "run_id",
+    "env_id",
+    "time",
+    "cell_id",
+    "model",
+    "format",
+    "status",
+    "reason",
+    "path",
+    "bytes",
+    "files",
+    "largest_file_bytes",
+    "params",
+    "save_s",
+    "io_floor_s",
+    "storage_fstype",
+    "storage_mount_point",
+    "storage_kind",
+    "parity_informative",
 ]
 ENVIRONMENT_FIELDS = [
-    "run_id", "env_id", "tool_version", "python", "tensorflow", "keras", "keras_impl", "numpy",
-    "tflite_runtime", "cpu_model", "cpu_count", "memory_gb", "hostname", "gpus", "started",
+    "run_id",
+    "env_id",
+    "tool_version",
+    "python",
+    "tensorflow",
+    "keras",
+    "keras_impl",
+    "numpy",
+    "tflite_runtime",
+    "cpu_model",
+    "cpu_count",
+    "memory_gb",
+    "hostname",
+    "gpus",
+    "started",
     "in_container",
+    "hypervisor",
+    "calibration_s",
 ]
+# Per (run, environment) fields of the `plan` and `done` records, tabled with the environment.
+PLAN_FIELDS = ["weights"]
+DONE_FIELDS = ["calibration_end_s"]
+LOCAL_BACKEND = "local"  # the `backend` of a run folder without a sweep manifest
 FAILURE_FIELDS = ["run_id", "env_id", "time", "scope", "model", "reason"]
 # A manifest's outcome for an environment, under the names the environments table uses.
-OUTCOME_FIELDS = {"status": "outcome", "reason": "outcome_reason", "image": "image",
-                  "image_built": "image_built", "build_s": "build_s"}
+OUTCOME_FIELDS = {
+    "status": "outcome",
+    "reason": "outcome_reason",
+    "image": "image",
+    "image_built": "image_built",
+    "build_s": "build_s",
+}
 # Medians of these trial fields, per cell, under these names.
 MEDIANS = {
     "import_s": "import_median",
@@ -60,7 +144,25 @@ MEDIANS = {
     "inference_s": "inference_median",
     "peak_rss_mb": "peak_rss_median",
     "rss_load_delta_mb": "rss_delta_median",
+    "first_prediction_s": "first_prediction_median",
+    "cold_start_s": "cold_start_median",
+    "device_init_s": "device_init_median",
+    "load_read_bytes": "read_bytes_median",
+    "load_major_faults": "major_faults_median",
 }
+# Per-cell parity: the worst status of its trials (fail > not-informative > pass), the largest
+# relative error and the lowest top-1 agreement and cosine; `null` for runs before schema 2.
+PARITY_ORDER = ["pass", "not-informative", "fail"]
+_PARITY_CODE = {status: code for code, status in enumerate(PARITY_ORDER)}
+PARITY_WORST = {
+    "parity_rel_err": ("parity_rel_err_max", "max"),
+    "parity_top1_agreement": ("parity_top1_min", "min"),
+    "parity_cosine": ("parity_cosine_min", "min"),
+    "parity_tolerance": ("parity_tolerance", "max"),
+}
+COLD_MODES = ("cold", "cold-model")  # the cache modes that claim the artifact was not cached
+GUEST_CACHE_GB_S = 1.0  # an I/O floor faster than this on a VM suggests the host cached the disk
+GUEST_NOTE = "cold only inside the guest"  # what the summary and the report say of such a cell
 ARTIFACT_STATS = ["bytes", "files", "params", "save_s", "io_floor_s", "storage_kind"]
 NOISY_CV = 0.10  # above this coefficient of variation a median is flagged as noisy
 NOISY_N = 3  # fewer ok trials than this and the spread cannot be judged
@@ -162,15 +264,40 @@ def dataset_of(
         by_kind.setdefault(kind, []).append(record)
         where.setdefault(kind, []).append(source)
         written.add((record.get("run_id"), record.get("env_id")))
-    environments = _environments(written, by_kind.get("environment", []), manifests or [])
+    environments = _environments(written, by_kind, manifests or [])
     hosts = environments[[*ENVIRONMENT, "host"]]
-    trials = _frame(by_kind.get("trial", []), TRIAL_FIELDS).merge(hosts, on=ENVIRONMENT, how="left")
+    trials = _derived(_frame(by_kind.get("trial", []), TRIAL_FIELDS))
+    trials = trials.merge(hosts, on=ENVIRONMENT, how="left")
     trials["source"] = where.get("trial", [])
     artifacts = _frame(by_kind.get("artifact", []), ARTIFACT_FIELDS)
     artifacts = artifacts.merge(hosts, on=ENVIRONMENT, how="left")
     failures = _frame(by_kind.get("failure", []), FAILURE_FIELDS)
     failures["source"] = where.get("failure", [])
     return Dataset(trials, artifacts, environments, failures, list(problems or []))
+
+
+def _derived(trials: pd.DataFrame) -> pd.DataFrame:
+    """Trials with the schema 2 figures filled in where a record lacks them (schema 1):
+    `first_prediction_s` = load + first inference, and `cold_start_s` = import + device start-up
+    (none in schema 1: its load included it) + that, for the first load of a process only."""
+    num = _numeric(
+        trials,
+        [
+            "load_s",
+            "first_inference_s",
+            "import_s",
+            "device_init_s",
+            "load_index",
+            "first_prediction_s",
+            "cold_start_s",
+        ],
+    )
+    first = num["first_prediction_s"].fillna(num["load_s"] + num["first_inference_s"])
+    first_load = trials["process"].ne("reused") | num["load_index"].fillna(0).eq(0)
+    cold = num["cold_start_s"].fillna(
+        (num["import_s"] + num["device_init_s"].fillna(0.0) + first).where(first_load)
+    )
+    return trials.assign(first_prediction_s=first, cold_start_s=cold)
 
 
 def _frame(records: list[Record], columns: list[str]) -> pd.DataFrame:
@@ -182,43 +309,72 @@ def _frame(records: list[Record], columns: list[str]) -> pd.DataFrame:
         first = frame[name].first_valid_index()  # records of a kind share their shape
         if first is not None and isinstance(frame[name].loc[first], dict):
             nested = frame[name].map(lambda v: isinstance(v, dict))
-            flat = pd.DataFrame(list(frame[name].where(nested, None).map(lambda v: v or {})),
-                                index=frame.index)
+            flat = pd.DataFrame(
+                list(frame[name].where(nested, None).map(lambda v: v or {})), index=frame.index
+            )
             frame = frame.drop(columns=name).join(flat.add_prefix(f"{name}_"))
     missing = [c for c in columns if c not in frame.columns]
     return frame.reindex(columns=[*frame.columns, *missing])
 
 
-def _environments(written: set[tuple[Any, Any]], records: list[Record], manifests: list[dict]
-                  ) -> pd.DataFrame:
+def _environments(
+    written: set[tuple[Any, Any]], by_kind: dict[Any, list[Record]], manifests: list[dict]
+) -> pd.DataFrame:
     """One row per (run, environment) that wrote anything or that a sweep manifest names.
 
     Inside a container the hostname is the container's id, so an environment that ran in a
-    Docker sweep takes its `host` from the manifest, which the Docker host wrote.
+    Docker sweep takes its `host` from the manifest, which the Docker host wrote. The plan's
+    `weights`, the `done` record's calibration and the sweep's `backend` (`local` without a
+    manifest) join the row: comparing two runs must know whether they measured alike.
     """
     keys = pd.DataFrame(list(written), columns=ENVIRONMENT, dtype=object).dropna()
     outcomes = pd.DataFrame(
         [_outcome(m, o) for m in manifests for o in m.get("outcomes", []) if o.get("env_id")]
-        + [_outcome(m, {"env_id": s.get("id"), "status": "skipped", **s})
-           for m in manifests for s in m.get("skipped", [])],
+        + [
+            _outcome(m, {"env_id": s.get("id"), "status": "skipped", **s})
+            for m in manifests
+            for s in m.get("skipped", [])
+        ],
         columns=[*ENVIRONMENT, *OUTCOME_FIELDS.values(), "manifest_host"],
     ).drop_duplicates(ENVIRONMENT, keep="last")
     keys = pd.concat([keys, outcomes[ENVIRONMENT]]).drop_duplicates(ignore_index=True)
-    env = _frame(records, ENVIRONMENT_FIELDS)
-    env = env.drop(columns=["schema_version", "kind", "time"], errors="ignore")
-    env = env.drop_duplicates(ENVIRONMENT, keep="last")
-    frame = keys.merge(env, on=ENVIRONMENT, how="left").merge(outcomes, on=ENVIRONMENT, how="left")
+    frame = keys
+    for kind, fields in (
+        ("environment", ENVIRONMENT_FIELDS),
+        ("plan", [*ENVIRONMENT, *PLAN_FIELDS]),
+        ("done", [*ENVIRONMENT, *DONE_FIELDS]),
+    ):
+        part = _frame(by_kind.get(kind, []), fields)
+        part = part if kind == "environment" else part[fields]
+        part = part.drop(columns=["schema_version", "kind", "time"], errors="ignore")
+        frame = frame.merge(
+            part.drop_duplicates(ENVIRONMENT, keep="last"), on=ENVIRONMENT, how="left"
+        )
+    frame = frame.merge(outcomes, on=ENVIRONMENT, how="left")
     in_container = frame["in_container"].eq(True) | frame["hostname"].isna()
-    frame["host"] = frame["manifest_host"].where(in_container & frame["manifest_host"].notna(),
-                                                 frame["hostname"])
+    frame["host"] = frame["manifest_host"].where(
+        in_container & frame["manifest_host"].notna(), frame["hostname"]
+    )
+    backends = {m.get("run_id"): _backend(m) for m in manifests}
+    frame["backend"] = [backends.get(run, LOCAL_BACKEND) for run in frame["run_id"]]
     return frame.drop(columns="manifest_host").sort_values(ENVIRONMENT, ignore_index=True)
+
+
+def _backend(manifest: dict[str, Any]) -> Any:
+    """The sweep's backend; a manifest older than its `backend` field has only the matrix's,
+    which is `auto` (unknown) unless the user named one."""
+    return manifest.get("backend") or (manifest.get("matrix") or {}).get("backend")
 
 
 def _outcome(manifest: dict[str, Any], outcome: dict[str, Any]) -> dict[str, Any]:
     row = {new: outcome.get(old) for old, new in OUTCOME_FIELDS.items()}
     host = manifest.get("host") or {}
-    return {"run_id": manifest.get("run_id"), "env_id": outcome["env_id"], **row,
-            "manifest_host": host.get("hostname")}
+    return {
+        "run_id": manifest.get("run_id"),
+        "env_id": outcome["env_id"],
+        **row,
+        "manifest_host": host.get("hostname"),
+    }
 
 
 def _read_manifest(run_dir: Path, problems: list[str]) -> dict[str, Any] | None:
@@ -234,7 +390,28 @@ def _read_manifest(run_dir: Path, problems: list[str]) -> dict[str, Any] | None:
         problems.append(f"{path}: skipped: not a JSON object")
         return None
     manifest.setdefault("run_id", run_dir.name)
+    wrong = _manifest_problem(manifest)
+    if wrong:
+        problems.append(f"{path}: skipped: {wrong}")
+        return None
     return manifest
+
+
+def _manifest_problem(manifest: dict[str, Any]) -> str:
+    """What makes a manifest unusable (a hand-edited or foreign file), or "" if nothing does."""
+    for key in ("outcomes", "skipped"):  # lists of objects, each naming its environment
+        entries = manifest.get(key, [])
+        if not isinstance(entries, list) or not all(
+            isinstance(e, dict) and isinstance(e.get("env_id", e.get("id")), str) for e in entries
+        ):
+            return f"its {key} is not a list of environments"
+    for key in ("host", "matrix"):
+        if not isinstance(manifest.get(key) or {}, dict):
+            return f"its {key} is not an object"
+    run_id = manifest["run_id"]
+    if not (isinstance(run_id, str) and RUN_ID.fullmatch(run_id)):
+        return f"its run_id {run_id!r} is not one folder name"
+    return ""
 
 
 # ---- statistics ---------------------------------------------------------------------------------
@@ -261,29 +438,58 @@ def cell_stats(
     speed-ups against a baseline format and a baseline environment. `process="reused"` gives
     the same table for the repeated loads in one warm process.
     """
-    numbers = ["load_s", *MEDIANS, "parity_max_abs_diff"]
-    ok = _numeric(measured(ds.trials[[*CELL, *numbers, *_MEASURED]], process), numbers)
+    numbers = ["load_s", *MEDIANS, "parity_max_abs_diff", *PARITY_WORST]
+    texts = ["parity_status", "parity_family", "inference_call"]
+    ok = _numeric(measured(ds.trials[[*CELL, *numbers, *texts, *_MEASURED]], process), numbers)
+    ok = ok.assign(parity_code=ok["parity_status"].map(_PARITY_CODE))
     loads = ok.groupby(CELL, dropna=False)["load_s"]
-    stats = pd.DataFrame({
-        "n": loads.count(),
-        "load_median": loads.median(),
-        "load_min": loads.min(),
-        "load_q1": loads.quantile(0.25),
-        "load_q3": loads.quantile(0.75),
-        "load_cv": loads.std() / loads.mean(),
-    })
+    stats = pd.DataFrame(
+        {
+            "n": loads.count(),
+            "load_median": loads.median(),
+            "load_min": loads.min(),
+            "load_q1": loads.quantile(0.25),
+            "load_q3": loads.quantile(0.75),
+            "load_cv": loads.std() / loads.mean(),
+        }
+    )
     stats.insert(5, "load_iqr", stats["load_q3"] - stats["load_q1"])
+    stats["load_mean"] = loads.mean()
     others = ok.groupby(CELL, dropna=False)
     stats = stats.join(others[list(MEDIANS)].median().rename(columns=MEDIANS))
+    first = others["first_prediction_s"]
+    stats["first_prediction_iqr"] = first.quantile(0.75) - first.quantile(0.25)
     stats["parity_max"] = others["parity_max_abs_diff"].max()
+    stats = stats.join(_parity_stats(others))
     stats = stats.reset_index().merge(_artifact_stats(ds.artifacts), on=ARTIFACT, how="left")
     stats["io_multiple"] = stats["load_median"] / stats["io_floor_s"]
+    stats["io_floor_gb_s"] = stats["bytes"] / stats["io_floor_s"] / 1e9
+    hypervisors = ds.environments[[*ENVIRONMENT, "hypervisor"]]
+    stats = stats.merge(hypervisors.drop_duplicates(ENVIRONMENT), on=ENVIRONMENT, how="left")
+    stats["guest_cold_only"] = (
+        stats["cache_mode"].isin(COLD_MODES)
+        & stats["hypervisor"].notna()
+        & stats["io_floor_gb_s"].gt(GUEST_CACHE_GB_S)
+    )
     group = ["run_id", "env_id", "model", "cache_mode"]
     stats["rank"] = stats.groupby(group, dropna=False)["load_median"].rank(method="min")
     stats["speedup_vs_format"] = _speedup(stats, stats["format"] == baseline_format, group)
     stats["speedup_vs_env"] = _env_speedup(stats, baseline_env)
     stats["noisy"] = (stats["load_cv"] > NOISY_CV) | (stats["n"] < NOISY_N)
     return stats
+
+
+def _parity_stats(by_cell: Any) -> pd.DataFrame:
+    """Each cell's worst parity status and figures (see PARITY_WORST), and how its steady
+    inference was called; the status as a code, so one vectorised `max` finds the worst."""
+    frame = by_cell.agg(
+        parity_code=("parity_code", "max"),
+        parity_family=("parity_family", "first"),
+        inference_call=("inference_call", "first"),
+        **{name: (column, how) for column, (name, how) in PARITY_WORST.items()},
+    )
+    frame.insert(0, "parity_status", frame.pop("parity_code").map(dict(enumerate(PARITY_ORDER))))
+    return frame
 
 
 def _artifact_stats(artifacts: pd.DataFrame) -> pd.DataFrame:
@@ -314,8 +520,9 @@ def _env_speedup(stats: pd.DataFrame, baseline_env: str | None) -> pd.Series:
     is_base = stats["env_id"] == baseline_env
     same_run = _speedup(stats, is_base, ["run_id", "model", "format", "cache_mode"])
     latest = stats.sort_values("run_id", kind="stable")
-    latest_run = _speedup(latest, latest["env_id"] == baseline_env,
-                          ["model", "format", "cache_mode"]).reindex(stats.index)
+    latest_run = _speedup(
+        latest, latest["env_id"] == baseline_env, ["model", "format", "cache_mode"]
+    ).reindex(stats.index)
     return same_run.fillna(latest_run)
 
 
@@ -342,11 +549,13 @@ def distinct_values(frame: pd.DataFrame, keys: list[str], column: str, sep: str)
     found: dict[tuple, list[str]] = {}
     for *key, value in zip(*(used[c].tolist() for c in [*keys, column])):
         found.setdefault(tuple(key), []).append(value)
-    return pd.DataFrame([(*key, sep.join(sorted(values))) for key, values in found.items()],
-                        columns=[*keys, column])
+    return pd.DataFrame(
+        [(*key, sep.join(sorted(values))) for key, values in found.items()], columns=[*keys, column]
+    )
 
 
 # ---- problems -----------------------------------------------------------------------------------
+
 
 def cell_problems(ds: Dataset) -> pd.DataFrame:
     """Every cell that is not plainly ok, once, with its worst status and that status's reason.
@@ -384,6 +593,7 @@ def cell_problems(ds: Dataset) -> pd.DataFrame:
 
 
 # ---- export -------------------------------------------------------------------------------------
+
 
 def export(ds: Dataset, stats: pd.DataFrame, path: Path) -> list[Path]:
     """Write the trials to `path` and the per-cell statistics next to it (`<stem>-stats<ext>`).

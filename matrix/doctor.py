@@ -26,7 +26,7 @@ from rich.table import Table
 from rich.text import Text
 
 from harness import REQUIRES_PYTHON, cache
-from matrix import pipsettings
+from matrix import hostdrop, pipsettings
 from matrix.compat import load_table, span, version_key
 from matrix.errors import EnvironmentFailure, ExitCode
 from matrix.images import docker_client
@@ -44,8 +44,10 @@ PROJECT = "tensorflow-cpu"  # what every CPU image installs
 # A final release in a PEP 503 page's file names (`tensorflow_cpu-2.21.0-cp311-…whl`).
 RELEASE_FILE = re.compile(r"tensorflow[-_.]cpu-(\d+(?:\.\d+)*)-", re.IGNORECASE)
 ERRNO = re.compile(r"\[Errno -?\d+\] [^'\")]+")
-NVIDIA_TOOLKIT = ("install the NVIDIA Container Toolkit (https://docs.nvidia.com/datacenter/"
-                  "cloud-native/container-toolkit/latest/install-guide.html) and restart Docker")
+NVIDIA_TOOLKIT = (
+    "install the NVIDIA Container Toolkit (https://docs.nvidia.com/datacenter/"
+    "cloud-native/container-toolkit/latest/install-guide.html) and restart Docker"
+)
 NO_DAEMON = "unknown: the Docker daemon does not answer"
 SEE_DOCKER = "fix the docker line first"
 DROP_CACHES = "/proc/sys/vm/drop_caches"  # what harness/cache.py writes to drop the page cache
@@ -67,12 +69,20 @@ def run_checks(results_dir: Path, reports_dir: Path) -> list[Check]:
     return [
         docker_line,
         check_gpu_runtime(info),
-        check_page_cache(cache.drop_caches_allowed(), info),
+        check_page_cache(hostdrop.route(), info),
         check_cache_control(results_dir),
-        check_disk("disk: results", results_dir, "`matrix prune --keep N` keeps only the "
-                   "newest N runs, or move --results-dir to a larger disk"),
-        check_disk("disk: reports", reports_dir, "delete old reports/<run-id>/ folders "
-                   "(`matrix prune --keep N`), or write them elsewhere with --out"),
+        check_disk(
+            "disk: results",
+            results_dir,
+            "`matrix prune --keep N` keeps only the "
+            "newest N runs, or move --results-dir to a larger disk",
+        ),
+        check_disk(
+            "disk: reports",
+            reports_dir,
+            "delete old reports/<run-id>/ folders "
+            "(`matrix prune --keep N`), or write them elsewhere with --out",
+        ),
         check_docker_disk(info),
         check_pythons(find_pythons()),
         check_uv(),
@@ -91,8 +101,10 @@ def check_docker() -> tuple[Check, dict[str, Any] | None]:
         version, info = client.version(), client.info()
     finally:
         client.close()
-    detail = (f"Docker Engine {version['Version']} (API {version['ApiVersion']}), "
-              f"images in {info.get('DockerRootDir', '?')}")
+    detail = (
+        f"Docker Engine {version['Version']} (API {version['ApiVersion']}), "
+        f"images in {info.get('DockerRootDir', '?')}"
+    )
     return Check("docker", "ok", detail), info
 
 
@@ -103,47 +115,58 @@ def check_gpu_runtime(info: Mapping[str, Any] | None) -> Check:
     runtimes = sorted(info.get("Runtimes", {}))
     if "nvidia" in runtimes:
         return Check("gpu runtime", "ok", "nvidia runtime present: GPU cells can run")
-    return Check("gpu runtime", "warn",
-                 f"no nvidia runtime (runtimes: {', '.join(runtimes) or 'none'}): GPU cells "
-                 "will be skipped, CPU cells still run", NVIDIA_TOOLKIT)
+    return Check(
+        "gpu runtime",
+        "warn",
+        f"no nvidia runtime (runtimes: {', '.join(runtimes) or 'none'}): GPU cells "
+        "will be skipped, CPU cells still run",
+        NVIDIA_TOOLKIT,
+    )
 
 
-def check_page_cache(host_can_drop: bool, info: Mapping[str, Any] | None) -> Check:
+def check_page_cache(route: str | None, info: Mapping[str, Any] | None) -> Check:
     """Which route `matrix run` will take to drop the page cache for `cold` trials.
 
-    The routes are those of harness/cache.py and matrix/backends/docker.py: the harness drops
-    it itself (root, writable /proc/sys), the host drops it on a container's request, or the
-    container drops it with --allow-cache-drop. `cold-model` evicts only the model's files and
-    needs none of them, so a missing route is a warning.
+    `route` is `matrix.hostdrop.route()`: `root` (this process writes /proc/sys/vm/drop_caches),
+    `sudo` (the one-command sudoers grant, Docker only: the host drops it on each container's
+    request) or None. A container never drops it itself (that privilege is the host's root).
+    `cold-model` evicts only the model's files and needs none of them, so no route is a warning.
     """
     backend = "venv" if info is None else "docker"
     auto = f"--backend auto picks {backend} here"
-    if host_can_drop and backend == "docker":
-        return Check("cold cache", "ok",
-                     f"root here; {auto}: this host drops the page cache on each container's "
-                     "request (with --allow-cache-drop the container drops it itself); "
-                     "--backend venv or local: the harness drops it itself")
-    if host_can_drop:
-        return Check("cold cache", "ok",
-                     f"root here; {auto}: the harness drops the page cache itself "
-                     f"({DROP_CACHES})")
     eviction = "`cold-model` (targeted eviction of the model's files) runs anyway"
-    rootless = info is not None and any(
-        "rootless" in option or "userns" in option for option in info.get("SecurityOptions", [])
+    if route == "root":
+        how = (
+            "this host drops the page cache on each container's request"
+            if backend == "docker"
+            else f"the harness drops the page cache itself ({DROP_CACHES})"
+        )
+        return Check("cold cache", "ok", f"root here; {auto}: {how}")
+    if route == "sudo" and backend == "docker":
+        return Check(
+            "cold cache",
+            "ok",
+            f"not root, but sudo runs `{' '.join(hostdrop.drop_command())}` without a "
+            f"password; {auto}: this host drops the page cache on each container's "
+            "request (--backend venv or local: `cold` trials need root)",
+        )
+    if backend == "docker":
+        return Check(
+            "cold cache",
+            "warn",
+            f"not root and no sudoers grant to drop the page cache; {auto}: `cold` "
+            f"trials will be recorded unsupported. {eviction}",
+            f"grant exactly that one command: echo '{hostdrop.sudoers_line()}' | sudo "
+            f"tee {hostdrop.SUDOERS_FILE} && sudo chmod 0440 {hostdrop.SUDOERS_FILE}; "
+            "or run matrix as root",
+        )
+    return Check(
+        "cold cache",
+        "warn",
+        f"not root, so {DROP_CACHES} is not writable: `cold` trials will be "
+        f"recorded unsupported. {eviction}",
+        "run matrix as root (e.g. sudo), or use --cache cold-model,warm",
     )
-    if backend == "docker" and not rootless:
-        return Check("cold cache", "warn",
-                     f"not root, so {DROP_CACHES} is not writable; {auto}, whose "
-                     "containers can drop the page cache only with --allow-cache-drop "
-                     "(CAP_SYS_ADMIN + unmasked /proc); without it `cold` trials are recorded "
-                     f"unsupported. {eviction}",
-                     "`matrix run --allow-cache-drop`, or run matrix as root")
-    why = ("; under rootless or user-namespaced Docker --allow-cache-drop cannot reach the "
-           "host's /proc/sys" if rootless else "")
-    return Check("cold cache", "warn",
-                 f"not root, so {DROP_CACHES} is not writable: `cold` trials will be "
-                 f"recorded unsupported{why}. {eviction}",
-                 "run matrix as root (e.g. sudo), or use --cache cold-model,warm")
 
 
 def check_cache_control(folder: Path) -> Check:
@@ -163,14 +186,21 @@ def check_cache_control(folder: Path) -> Check:
             cache.evict(files)
             cold = cache.residency(files)
     except OSError as exc:
-        return Check("mincore/fadvise", "fail", f"cannot probe the page cache in {where}: {exc}",
-                     "cold proofs and `cold-model` need Linux mincore(2) and posix_fadvise(2) "
-                     "on a writable --results-dir")
+        return Check(
+            "mincore/fadvise",
+            "fail",
+            f"cannot probe the page cache in {where}: {exc}",
+            "cold proofs and `cold-model` need Linux mincore(2) and posix_fadvise(2) "
+            "on a writable --results-dir",
+        )
     found = f"in {where}: {warm:.0%} resident after a read, {cold:.0%} after eviction"
     if warm < cache.WARM_MIN_RESIDENT or cold > cache.COLD_MAX_RESIDENT:
-        return Check("mincore/fadvise", "warn",
-                     f"eviction does not take {found}: cold trials there will be recorded "
-                     "invalid", "put --results-dir on a disk filesystem (not tmpfs)")
+        return Check(
+            "mincore/fadvise",
+            "warn",
+            f"eviction does not take {found}: cold trials there will be recorded invalid",
+            "put --results-dir on a disk filesystem (not tmpfs)",
+        )
     return Check("mincore/fadvise", "ok", f"both work {found}")
 
 
@@ -191,10 +221,18 @@ def check_docker_disk(info: Mapping[str, Any] | None) -> Check:
         return Check(name, "warn", NO_DAEMON, SEE_DOCKER)
     root = Path(info.get("DockerRootDir", ""))
     if not root.is_absolute() or not root.exists():
-        return Check(name, "warn", f"Docker's image folder {root} is not on this machine",
-                     "check free space on the Docker host: `docker system df`")
-    return check_disk(name, root, "`docker image prune -a` removes unused images "
-                      "(old tf-load-matrix tags too); `docker builder prune` the build cache")
+        return Check(
+            name,
+            "warn",
+            f"Docker's image folder {root} is not on this machine",
+            "check free space on the Docker host: `docker system df`",
+        )
+    return check_disk(
+        name,
+        root,
+        "`docker image prune -a` removes unused images "
+        "(old tf-load-matrix tags too); `docker builder prune` the build cache",
+    )
 
 
 def check_pythons(pythons: Mapping[str, Path]) -> Check:
@@ -212,10 +250,13 @@ def check_pythons(pythons: Mapping[str, Path]) -> Check:
         lines.append(f"{version} ({path}): {runs}")
     if usable:
         return Check("pythons", "ok", "; ".join(lines))
-    return Check("pythons", "warn",
-                 "; ".join(lines) or "no python3.X on PATH: the venv backend has no cell",
-                 "install a Python that TensorFlow supports (e.g. `apt-get install python3.11`); "
-                 "the docker backend needs none")
+    return Check(
+        "pythons",
+        "warn",
+        "; ".join(lines) or "no python3.X on PATH: the venv backend has no cell",
+        "install a Python that TensorFlow supports (e.g. `apt-get install python3.11`); "
+        "the docker backend needs none",
+    )
 
 
 def check_uv() -> Check:
@@ -223,15 +264,22 @@ def check_uv() -> Check:
     with it, so without uv it has no cell (the docker and local backends do not need it)."""
     command = uv_command()
     try:
-        version = subprocess.run([*command, "--version"], capture_output=True, text=True,
-                                 timeout=10, check=True).stdout.strip()
+        version = subprocess.run(
+            [*command, "--version"], capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        return Check("uv", "warn",
-                     f"no uv beside {sys.executable} or on PATH: the venv backend cannot "
-                     "create environments (docker and local backends do not need it)",
-                     f"`{sys.executable} -m pip install uv`")
-    return Check("uv", "ok", f"{version} ({' '.join(command)}): the venv backend installs "
-                 "environments with it")
+        return Check(
+            "uv",
+            "warn",
+            f"no uv beside {sys.executable} or on PATH: the venv backend cannot "
+            "create environments (docker and local backends do not need it)",
+            f"`{sys.executable} -m pip install uv`",
+        )
+    return Check(
+        "uv",
+        "ok",
+        f"{version} ({' '.join(command)}): the venv backend installs environments with it",
+    )
 
 
 def check_index(timeout: tuple[float, float] = INDEX_TIMEOUT_S) -> Check:
@@ -255,22 +303,33 @@ def check_index(timeout: tuple[float, float] = INDEX_TIMEOUT_S) -> Check:
         except (requests.RequestException, ValueError) as exc:
             errors.append(f"{public(index)}: {short_reason(exc)}")
     if not newest:
-        return Check("package index", "fail", f"no {PROJECT} release from " + "; ".join(errors),
-                     "set PIP_INDEX_URL (or index-url in pip.conf) to an index this host can "
-                     "reach; behind a proxy set https_proxy, with a private CA set PIP_CERT")
+        return Check(
+            "package index",
+            "fail",
+            f"no {PROJECT} release from " + "; ".join(errors),
+            "set PIP_INDEX_URL (or index-url in pip.conf) to an index this host can "
+            "reach; behind a proxy set https_proxy, with a private CA set PIP_CERT",
+        )
     best = max(newest.values(), key=version_key)
     where = ", ".join(public(index) for index, found in newest.items() if found == best)
     if errors:
-        return Check("package index", "warn", f"{PROJECT} {best} at {where}; unreachable: "
-                     + "; ".join(errors), "remove or fix the unreachable extra-index-url")
+        return Check(
+            "package index",
+            "warn",
+            f"{PROJECT} {best} at {where}; unreachable: " + "; ".join(errors),
+            "remove or fix the unreachable extra-index-url",
+        )
     return Check("package index", "ok", f"{PROJECT} {best} (newest) at {where}")
 
 
-def newest_release(index: str, timeout: tuple[float, float], verify: bool | str,
-                   proxy: str | None) -> str:
+def newest_release(
+    index: str, timeout: tuple[float, float], verify: bool | str, proxy: str | None
+) -> str:
     """The newest final release of tensorflow-cpu on a PEP 503 index; raises if it has none."""
     response = requests.get(
-        f"{index.rstrip('/')}/{PROJECT}/", timeout=timeout, verify=verify,
+        f"{index.rstrip('/')}/{PROJECT}/",
+        timeout=timeout,
+        verify=verify,
         proxies={"http": proxy, "https": proxy} if proxy else None,
         headers={"Accept": "text/html"},
     )
@@ -307,15 +366,22 @@ def render(checks: list[Check]) -> Table:
     for column in table.columns[2:]:
         column.overflow = "fold"  # a URL or path is split over lines, never cut short
     for check in checks:
-        table.add_row(check.name, Text(check.status, style=STYLES[check.status]),
-                      Text(check.detail), Text(check.fix))
+        table.add_row(
+            check.name,
+            Text(check.status, style=STYLES[check.status]),
+            Text(check.detail),
+            Text(check.fix),
+        )
     return table
 
 
 def summary(checks: list[Check]) -> str:
     counts = {status: sum(c.status == status for c in checks) for status in STYLES}
-    verdict = ("some check failed: see its fix" if counts["fail"]
-               else "this host can run the matrix (warnings say what is skipped or slower)")
+    verdict = (
+        "some check failed: see its fix"
+        if counts["fail"]
+        else "this host can run the matrix (warnings say what is skipped or slower)"
+    )
     return f"{counts['ok']} ok, {counts['warn']} warning(s), {counts['fail']} failed: {verdict}"
 
 

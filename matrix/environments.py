@@ -71,8 +71,10 @@ CPU_TEMPLATE = "cpu.Dockerfile.j2"
 GPU_TEMPLATE = "gpu.Dockerfile.j2"
 
 
-def expand(config: MatrixConfig, pythons: Collection[str] | None = None,
-           ) -> tuple[list[Environment], list[Skipped]]:
+def expand(
+    config: MatrixConfig,
+    pythons: Collection[str] | None = None,
+) -> tuple[list[Environment], list[Skipped]]:
     """Every tf x python x device x keras cell of `config`, as environments or skipped cells.
 
     Pure (no Docker, no disk beyond the shipped table), so `matrix plan` and CI fan-out are

@@ -11,7 +11,7 @@ from enum import IntEnum
 
 
 class ExitCode(IntEnum):
-    """What `matrix run` exits with; documented in `matrix run --help` and the README."""
+    """What `matrix` commands exit with; documented in each command's --help and the README."""
 
     OK = 0
     CELLS_FAILED = 1  # the run finished, but some cell has status `error` (records are written)
@@ -19,7 +19,11 @@ class ExitCode(IntEnum):
     CONFIG_ERROR = 2  # bad matrix.yaml or flag: nothing was run
     ENVIRONMENT_ERROR = 3  # the backend could not run the harness at all (e.g. no TensorFlow)
     RESULTS_BUSY = 4  # another `matrix run` holds the results folder's lock: nothing was done
+    # `matrix compare`: no regression, but some cell's samples could not have shown a change of
+    # the threshold's size (its "same" would be an empty claim); --allow-underpowered passes it
+    UNDERPOWERED = 5
     INTERRUPTED = 130  # Ctrl-C: records written so far are kept (128 + SIGINT, as shells do)
+    TERMINATED = 143  # SIGTERM (systemd, timeouts, CI cancel): as Ctrl-C, 128 + SIGTERM
 
 
 class MatrixError(Exception):

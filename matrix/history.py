@@ -1,9 +1,10 @@
 """`matrix history`: every cell's median load time over the runs kept in results/, oldest first.
 
 A nightly sweep's question is "did last night move anything?", so each series (environment,
-model, format, cache mode) ends with its latest change against the run before, judged like
-`matrix compare` judges (beyond the threshold and beyond the noise of the trials) — the step
-flag. The x axis is the run, not a commit: what changes between runs is often the environment
+model, format, cache mode) ends with its latest change against the run before, judged by the
+rule `matrix compare` and the report use (`matrix.stats`: slower, faster, same, or
+underpowered when the trials could not have shown a change of the threshold's size) — the
+step flag. The x axis is the run, not a commit: what changes between runs is often the environment
 (a TensorFlow patch release, a new base image), not this project's code.
 """
 
@@ -17,22 +18,28 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
+from matrix.compare import detectable_text
 from matrix.dataset import Dataset, cell_stats, load_runs, load_samples
 from matrix.runs import run_dirs
 from matrix.stats import ALPHA, THRESHOLD, judge
 from matrix.summary import ms
 
 SERIES = ["env_id", "model", "format", "cache_mode"]
-COLUMNS = ["run_id", "started", *SERIES, "load_median", "n"]
-_STEP = {"slower": "[red]▲ slower[/]", "faster": "[green]▼ faster[/]", "same": "",
-         "not comparable": "[dim]n < 2[/]"}
+COLUMNS = ["run_id", "started", *SERIES, "load_median", "n", "samples"]
+_STEP = {
+    "slower": "[red]▲ slower[/]",
+    "faster": "[green]▼ faster[/]",
+    "same": "",
+    "underpowered": "[magenta]? underpowered[/]",
+    "not comparable": "[dim]n < 2[/]",
+}
 
 
 def history_frame(results_dir: Path) -> pd.DataFrame:
     """One row per (run, series) of every run under `results_dir`, series by series in time order.
 
     Columns: run_id, started (the environment's start time), env_id, model, format, cache_mode,
-    load_median, n.
+    load_median, n, samples (the measured load times, for `latest_changes`).
     """
     return series_frame(load_runs(run_dirs(results_dir)))
 
@@ -41,6 +48,7 @@ def series_frame(ds: Dataset) -> pd.DataFrame:
     """`history_frame` of runs already loaded."""
     started = ds.environments[["run_id", "env_id", "started"]]
     frame = cell_stats(ds).merge(started, on=["run_id", "env_id"], how="left")
+    frame = frame.merge(load_samples(ds, ["run_id", *SERIES]), on=["run_id", *SERIES], how="left")
     return frame[COLUMNS].sort_values([*SERIES, "run_id"], ignore_index=True)
 
 
@@ -59,19 +67,24 @@ def select(
 
 
 def latest_changes(
-    ds: Dataset, frame: pd.DataFrame, threshold: float = THRESHOLD, alpha: float = ALPHA
+    frame: pd.DataFrame, threshold: float = THRESHOLD, alpha: float = ALPHA
 ) -> pd.DataFrame:
-    """Per series in `frame`: its last run against the run before, with change, p and verdict."""
-    samples = load_samples(ds, ["run_id", *SERIES]).set_index(["run_id", *SERIES])["samples"]
+    """Per series in `frame` (a `series_frame`): its last run against the run before, with
+    change, p, detectable change and verdict (NaN for a series of one run)."""
     rows, pairs = [], []
-    for series, runs in frame.groupby(SERIES, sort=False, dropna=False):
+    ordered = frame.sort_values("run_id", kind="stable")
+    for series, runs in ordered.groupby(SERIES, sort=False, dropna=False):
         rows.append(dict(zip(SERIES, series)))
         if len(runs) >= 2:
-            before, last = runs["run_id"].iloc[-2], runs["run_id"].iloc[-1]
-            pairs.append((len(rows) - 1, samples[(before, *series)], samples[(last, *series)]))
+            pairs.append((len(rows) - 1, runs["samples"].iloc[-2], runs["samples"].iloc[-1]))
     for (row, _, _), change in zip(pairs, judge([(a, b) for _, a, b in pairs], threshold, alpha)):
-        rows[row].update(change=change.change, p_value=change.p_value, verdict=change.verdict)
-    return pd.DataFrame(rows, columns=[*SERIES, "change", "p_value", "verdict"])
+        rows[row].update(
+            change=change.change,
+            p_value=change.p_value,
+            detectable=change.detectable,
+            verdict=change.verdict,
+        )
+    return pd.DataFrame(rows, columns=[*SERIES, "change", "p_value", "detectable", "verdict"])
 
 
 def render(frame: pd.DataFrame, changes: pd.DataFrame, last: int) -> Table:
@@ -89,6 +102,7 @@ def render(frame: pd.DataFrame, changes: pd.DataFrame, last: int) -> Table:
         table.add_column(escape(run.replace("-", "\n", 1)), justify="right", no_wrap=True)
     table.add_column("change", justify="right", no_wrap=True)
     table.add_column("p", justify="right", no_wrap=True)
+    table.add_column("detectable", justify="right", no_wrap=True)
     table.add_column("step", no_wrap=True)
     medians = frame.set_index(["run_id", *SERIES])["load_median"]
     for row in changes.to_dict("records"):
@@ -98,6 +112,7 @@ def render(frame: pd.DataFrame, changes: pd.DataFrame, last: int) -> Table:
             *[ms(medians.get((run, *series))) for run in shown],
             "" if pd.isna(row["change"]) else f"{row['change']:+.1%}",
             "" if pd.isna(row["p_value"]) else f"{row['p_value']:.3g}",
+            detectable_text(row["detectable"]),
             _STEP.get(row["verdict"], ""),
         )
     return table

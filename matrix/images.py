@@ -22,6 +22,7 @@ import docker.errors
 import requests
 from docker.utils import parse_repository_tag
 
+from harness.records import open_regular
 from matrix import pipsettings
 from matrix.environments import Environment
 from matrix.errors import EnvironmentFailure
@@ -114,47 +115,71 @@ class _Transcript:
         return f"build failed at {self.step}: {error}{output}"
 
 
-def _follow(events: Iterable[dict[str, Any]], log: IO[str],
-            on_line: Callable[[str], None] | None) -> str:
+def _follow(
+    events: Iterable[dict[str, Any]], log: IO[str], on_line: Callable[[str], None] | None
+) -> str:
     """Copy the build's event stream to `log` and `on_line`; return a reason if it failed."""
     transcript = _Transcript()
     for event in events:
         error = event.get("error") or event.get("errorDetail", {}).get("message")
-        text = _ANSI.sub("", event.get("stream") or event.get("status") or "")
+        text = pipsettings.redact(_ANSI.sub("", event.get("stream") or event.get("status") or ""))
         log.write(text if text.endswith("\n") or not text else text + "\n")
         for line in filter(None, (part.rstrip() for part in text.splitlines())):
             transcript.add(line)
             if on_line:
                 on_line(line)
         if error:
+            error = pipsettings.redact(error)
             log.write(f"ERROR: {error}\n")
             return transcript.reason(error)
     return ""
 
 
-def _build(client: docker.DockerClient, context: Path, tag: str, log_path: Path,
-           on_line: Callable[[str], None] | None) -> str:
+def _build(
+    client: docker.DockerClient,
+    context: Path,
+    tag: str,
+    log_path: Path,
+    on_line: Callable[[str], None] | None,
+) -> str:
     """Build `context` as `tag`, logging to `log_path`; "" on success, else a one-line reason."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("w", encoding="utf-8", buffering=1) as log:
+    log_fd = open_regular(str(log_path), os.O_WRONLY | os.O_CREAT, truncate=True)
+    with open(log_fd, "w", encoding="utf-8", buffering=1) as log:
         try:
             with pipsettings.serve(pipsettings.host_pip_settings()) as settings_url:
                 error = _follow(
                     client.api.build(
-                        path=str(context), tag=tag, buildargs={"PIP_SETTINGS_URL": settings_url},
-                        network_mode="host", pull=False, rm=True, forcerm=True, decode=True,
+                        path=str(context),
+                        tag=tag,
+                        buildargs={"PIP_SETTINGS_URL": settings_url},
+                        network_mode="host",
+                        pull=False,
+                        rm=True,
+                        forcerm=True,
+                        decode=True,
                     ),
-                    log, on_line,
+                    log,
+                    on_line,
                 )
-        except (docker.errors.DockerException, requests.exceptions.RequestException,
-                OSError, ValueError) as exc:  # ValueError: a CA bundle that is not text
-            error = f"build failed: {_first_line(exc)}"
+        except (
+            docker.errors.DockerException,
+            requests.exceptions.RequestException,
+            OSError,
+            ValueError,
+        ) as exc:  # ValueError: a CA bundle that is not text
+            error = pipsettings.redact(f"build failed: {_first_line(exc)}")
             log.write(f"ERROR: {error}\n")
     return f"{error} (log: {log_path})" if error else ""
 
 
-def ensure_image(client: docker.DockerClient, env: Environment, build_root: Path,
-                 log_path: Path, on_line: Callable[[str], None] | None = None) -> ImageResult:
+def ensure_image(
+    client: docker.DockerClient,
+    env: Environment,
+    build_root: Path,
+    log_path: Path,
+    on_line: Callable[[str], None] | None = None,
+) -> ImageResult:
     """The image of `env`, built from `<build_root>/<env.id>/` unless its tag already exists.
 
     The build log goes to `log_path` (keep it outside `build_root/<env.id>`, which is the

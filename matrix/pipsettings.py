@@ -5,9 +5,15 @@ index URLs, trusted hosts, proxy and CA bundle. None of them may stay in the ima
 carry credentials, and a site's CA bundle and mirror names are its own. docker-py builds with the
 classic builder, which has no build secrets; a file a layer writes and the value of a build arg a
 RUN uses are both readable later (`docker history` shows the latter). So the settings are served
-on loopback, under an unguessable path, only while one build runs. The Dockerfile fetches them
-into a temporary folder, runs pip with them and deletes the folder in that same RUN, so the only
-trace is a URL that is dead once the build ends.
+on loopback, under an unguessable path, only while one build runs, and only once: the one RUN
+that needs them fetches them, so a replay of the URL (from `docker history`, or by whatever else
+runs in the build) gets nothing. The URL reaches that RUN as a build arg, which is an environment
+variable there, never a command-line argument (any local user can read those in /proc). The
+Dockerfile fetches the settings into a temporary folder, runs pip with them and deletes the
+folder in that same RUN. Both sides time out, and each client is served on a thread of its own,
+so a client that connects and says nothing cannot hang the build.
+
+Index URLs can carry a user and password; `redact` masks them in whatever is logged.
 """
 
 from __future__ import annotations
@@ -24,19 +30,27 @@ from ast import literal_eval
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 # Where the Dockerfile's pip RUN puts the fetched files; it deletes the folder before it ends.
 SETTINGS_DIR = "/tmp/tf-load-matrix-pip"
 
-# Run in the build by the venv's python (no curl in a slim image): URL and folder are its arguments,
-# the answer is a JSON object of file name -> text. Plain stdlib, as old as Python 3.5.
+# How long the build's fetch waits to connect and for each read, and how long the server waits
+# for a client's request: seconds, on loopback, for a few kilobytes.
+FETCH_TIMEOUT_S = 60
+CLIENT_TIMEOUT_S = 10
+# Run in the build by the venv's python (no curl in a slim image): the URL comes from the build
+# arg's environment variable, the folder is its argument, the answer is a JSON object of file
+# name -> text. Plain stdlib, as old as Python 3.5.
 FETCH_SCRIPT = (
-    "import json, sys, urllib.request; "
-    "files = json.load(urllib.request.urlopen(sys.argv[1])); "
-    '[open(sys.argv[2] + "/" + name, "w").write(text) for name, text in files.items()]'
+    "import json, os, sys, urllib.request; "
+    "files = json.load(urllib.request.urlopen(os.environ['PIP_SETTINGS_URL'], "
+    f"timeout={FETCH_TIMEOUT_S})); "
+    '[open(sys.argv[1] + "/" + name, "w").write(text) for name, text in files.items()]'
 )
+# A URL's user:password (or token) before its host, up to the first `/`.
+_CREDENTIALS = re.compile(r"(?<=://)[^/\s]+@")
 
 # pip's own precedence for `pip install`, lowest first: config files' [global], then [install],
 # then PIP_* environment variables (which `pip config list` reports as the `:env:` section).
@@ -94,7 +108,10 @@ def host_pip_options() -> dict[str, str]:
     try:
         listing = subprocess.run(
             [sys.executable, "-m", "pip", "config", "list"],
-            capture_output=True, text=True, timeout=60, check=True,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
         ).stdout
     except (OSError, subprocess.SubprocessError):
         return {}
@@ -136,15 +153,38 @@ def host_pip_settings() -> PipSettings:
     return container_settings(host_pip_options(), os.environ)
 
 
-def _handler(path: str, body: bytes) -> type[BaseHTTPRequestHandler]:
+def redact(text: str) -> str:
+    """`text` with the user:password of every URL in it masked: `https://***@host/…`."""
+    return _CREDENTIALS.sub("***@", text)
+
+
+class _OneShot:
+    """The settings' body, handed out once, to the first request for the secret path."""
+
+    def __init__(self, path: str, body: bytes) -> None:
+        self._path = path.encode()
+        self._body: bytes | None = body
+        self._lock = threading.Lock()
+
+    def take(self, path: str) -> bytes | None:
+        with self._lock:
+            if self._body is None or not hmac.compare_digest(path.encode(), self._path):
+                return None
+            body, self._body = self._body, None
+            return body
+
+
+def _handler(token: _OneShot) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        timeout = CLIENT_TIMEOUT_S  # a client that sends no request in time is dropped
+
         def do_GET(self) -> None:
-            found = hmac.compare_digest(self.path.encode(), path.encode())
-            self.send_response(200 if found else 404)
+            body = token.take(self.path)
+            self.send_response(200 if body is not None else 404)
             self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body) if found else 0))
+            self.send_header("Content-Length", str(len(body or b"")))
             self.end_headers()
-            if found:
+            if body is not None:
                 self.wfile.write(body)
 
         def log_message(self, format: str, *args: object) -> None:
@@ -155,17 +195,18 @@ def _handler(path: str, body: bytes) -> type[BaseHTTPRequestHandler]:
 
 @contextmanager
 def serve(settings: PipSettings) -> Iterator[str]:
-    """Serve `settings` on 127.0.0.1 while the block runs; yield the URL ("" when there are none).
+    """Serve `settings` once on 127.0.0.1 while the block runs; yield the URL ("" when there are
+    none).
 
     The build reaches loopback because it runs with host networking. The random path is the
-    credential: another local process cannot guess it, and it dies with the server.
+    credential: another local process cannot guess it, and it is spent by its first use.
     """
     if not settings:
         yield ""
         return
     path = f"/{secrets.token_urlsafe(32)}/pip-settings.json"
-    body = json.dumps(settings.files()).encode()
-    server = HTTPServer(("127.0.0.1", 0), _handler(path, body))
+    token = _OneShot(path, json.dumps(settings.files()).encode())
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(token))  # daemon threads
     thread = threading.Thread(target=server.serve_forever, name="pip-settings", daemon=True)
     thread.start()
     try:

@@ -38,8 +38,7 @@ class RunProgress:
             TimeElapsedColumn(),
             console=console,
         )
-        self._task = self._progress.add_task("starting the harness", total=None,
-                                             env=escape(env_id))
+        self._task = self._progress.add_task("starting the harness", total=None, env=escape(env_id))
 
     def __enter__(self) -> RunProgress:
         self._progress.start()

@@ -18,12 +18,18 @@ from matrix.backends import Backend
 from matrix.config import MatrixConfig
 from matrix.environments import Environment, Skipped, expand
 
-NO_GPU_RUNTIME = ("no NVIDIA runtime on this Docker host (`docker info` lists {runtimes}); "
-                  "install the NVIDIA Container Toolkit to run GPU cells")
-NO_GPU_VENV = ("no NVIDIA GPU on this host (nvidia-smi not found): the venv backend runs GPU "
-               "cells only where TensorFlow can see a GPU; use --cpu")
-NO_PYTHON = ("Python {python} is not installed on this host (found: {found}); install "
-             "python{python}, or run this cell with --backend docker")
+NO_GPU_RUNTIME = (
+    "no NVIDIA runtime on this Docker host (`docker info` lists {runtimes}); "
+    "install the NVIDIA Container Toolkit to run GPU cells"
+)
+NO_GPU_VENV = (
+    "no NVIDIA GPU on this host (nvidia-smi not found): the venv backend runs GPU "
+    "cells only where TensorFlow can see a GPU; use --cpu"
+)
+NO_PYTHON = (
+    "Python {python} is not installed on this host (found: {found}); install "
+    "python{python}, or run this cell with --backend docker"
+)
 
 
 @dataclass(frozen=True)
@@ -57,9 +63,11 @@ class DockerProvisioner:
 
     name = "docker"
 
-    def __init__(self, client: Any, build_root: Path, allow_cache_drop: bool) -> None:
+    def __init__(self, client: Any, build_root: Path) -> None:
+        from matrix.hostdrop import route
+
         self._client, self._build_root = client, build_root
-        self._allow_cache_drop = allow_cache_drop
+        self._drop_route = route()  # found once: how the host drops the cache for containers
 
     def plan(self, config: MatrixConfig) -> tuple[list[Environment], list[Skipped]]:
         """GPU cells need the engine's NVIDIA runtime: without it they are skipped, up front."""
@@ -78,7 +86,7 @@ class DockerProvisioner:
         image = ensure_image(self._client, env, self._build_root, log, on_line=on_line)
         if image.status != "ok":
             return Prepared(image.tag, False, image.seconds, f"image build failed: {image.reason}")
-        backend = DockerBackend(self._client, env, image.tag, self._allow_cache_drop)
+        backend = DockerBackend(self._client, env, image.tag, self._drop_route)
         return Prepared(image.tag, image.built, image.seconds, backend=backend)
 
     def cleanup(self, run_id: str) -> str:
@@ -102,8 +110,9 @@ class VenvProvisioner:
             environments = _skip_gpu(environments, skipped, NO_GPU_VENV)
         found = ", ".join(self._pythons) or "none"
         missing = [env for env in environments if env.python not in self._pythons]
-        skipped += [Skipped(env.id, NO_PYTHON.format(python=env.python, found=found))
-                    for env in missing]
+        skipped += [
+            Skipped(env.id, NO_PYTHON.format(python=env.python, found=found)) for env in missing
+        ]
         return [env for env in environments if env not in missing], skipped
 
     def prepare(self, env: Environment, log: Path, on_line: Callable[[str], None]) -> Prepared:
@@ -112,16 +121,18 @@ class VenvProvisioner:
 
         venv = ensure_venv(env, self._pythons[env.python], self._build_root, log, on_line)
         if venv.status != "ok":
-            return Prepared(str(venv.path), False, venv.seconds,
-                            f"virtual environment failed: {venv.reason}")
+            return Prepared(
+                str(venv.path), False, venv.seconds, f"virtual environment failed: {venv.reason}"
+            )
         return Prepared(str(venv.path), venv.built, venv.seconds, backend=VenvBackend(env, venv))
 
     def cleanup(self, run_id: str) -> str:
         return "the harness process stopped with matrix"
 
 
-def _skip_gpu(environments: list[Environment], skipped: list[Skipped],
-              reason: str) -> list[Environment]:
+def _skip_gpu(
+    environments: list[Environment], skipped: list[Skipped], reason: str
+) -> list[Environment]:
     """Move every GPU environment to `skipped` (in place) with `reason`; the CPU ones remain."""
     skipped += [Skipped(env.id, reason) for env in environments if env.device == "gpu"]
     return [env for env in environments if env.device != "gpu"]

@@ -10,6 +10,7 @@ before its first record never pushes a real one out.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -48,8 +49,7 @@ class PrunePlan:
     notes: list[str] = field(default_factory=list)
 
 
-def prune(results_dir: Path, reports_dir: Path, keep: int, dry_run: bool,
-          console: Console) -> None:
+def prune(results_dir: Path, reports_dir: Path, keep: int, dry_run: bool, console: Console) -> None:
     """Remove (or with `dry_run` list) everything older than the newest `keep` runs."""
     if keep < 1:
         raise ConfigError(f"--keep {keep}: keep at least 1 run (the newest), e.g. --keep 30")
@@ -74,18 +74,30 @@ def plan_prune(results_dir: Path, reports_dir: Path, keep: int) -> PrunePlan:
         try:
             plan.removals += artifact_volumes(pruned)
         except EnvironmentFailure:
-            plan.notes.append("Docker daemon not reachable: the runs' artifact volumes "
-                              "(named after their run ids) were not looked for")
+            plan.notes.append(
+                "Docker daemon not reachable: the runs' artifact volumes "
+                "(named after their run ids) were not looked for"
+            )
     return plan
 
 
 def choose_runs(results_dir: Path, keep: int) -> tuple[list[str], list[str]]:
-    """(the newest `keep` runs with records, every run-id folder older than the oldest of them)."""
-    with_records = [d.name for d in run_dirs(results_dir) if RUN_ID.fullmatch(d.name)]
+    """(the newest `keep` runs with records, every run-id folder older than the oldest of them).
+
+    A symbolic link named like a run is neither: it is not a run folder of this results folder,
+    and what it points to (`/proc`, another disk) is not prune's to measure or delete.
+    """
+    with_records = [
+        d.name for d in run_dirs(results_dir) if RUN_ID.fullmatch(d.name) and not d.is_symlink()
+    ]
     kept = with_records[-keep:]
     if len(with_records) <= keep:
         return kept, []
-    named = sorted(d.name for d in results_dir.iterdir() if d.is_dir() and RUN_ID.fullmatch(d.name))
+    named = sorted(
+        d.name
+        for d in results_dir.iterdir()
+        if d.is_dir() and not d.is_symlink() and RUN_ID.fullmatch(d.name)
+    )
     return kept, [run for run in named if run < kept[0]]
 
 
@@ -97,8 +109,11 @@ def report_dirs(reports_dir: Path, runs: list[str]) -> list[Path]:
     latest = (reports_dir / "latest").resolve()
     wanted = set(runs)
     return sorted(
-        d for d in reports_dir.iterdir()
-        if d.is_dir() and not d.is_symlink() and d.resolve() != latest
+        d
+        for d in reports_dir.iterdir()
+        if d.is_dir()
+        and not d.is_symlink()
+        and d.resolve() != latest
         and (d.name in wanted or _merged_newest(d.name) in wanted)
     )
 
@@ -107,7 +122,7 @@ def _merged_newest(name: str) -> str | None:
     """`merged-<newest run id>-<digest>` (workflow._report_id) → the newest run id."""
     if not name.startswith("merged-"):
         return None
-    return name[len("merged-"):].rpartition("-")[0]
+    return name[len("merged-") :].rpartition("-")[0]
 
 
 def artifact_volumes(runs: list[str]) -> list[Removal]:
@@ -118,25 +133,31 @@ def artifact_volumes(runs: list[str]) -> list[Removal]:
     client = docker_client()
     # A run's volume is named as its container is: `tflm-<run id>-<env id>`.
     prefixes = tuple(container_name(run, "") for run in runs)
-    volumes = sorted((v for v in client.volumes.list() if v.name.startswith(prefixes)),
-                     key=lambda v: v.name)
+    volumes = sorted(
+        (v for v in client.volumes.list() if v.name.startswith(prefixes)), key=lambda v: v.name
+    )
     if not volumes:
         return []
-    sizes = {v["Name"]: (v.get("UsageData") or {}).get("Size", 0)  # -1: not computed
-             for v in client.df().get("Volumes") or []}
-    return [Removal(f"Docker volume {v.name}", max(sizes.get(v.name, 0), 0), v.remove)
-            for v in volumes]
+    sizes = {
+        v["Name"]: (v.get("UsageData") or {}).get("Size", 0)  # -1: not computed
+        for v in client.df().get("Volumes") or []
+    }
+    return [
+        Removal(f"Docker volume {v.name}", max(sizes.get(v.name, 0), 0), v.remove) for v in volumes
+    ]
 
 
 def disk_usage(path: Path) -> int:
-    """Bytes `path` takes on disk (as `du -s -B1`): blocks, each inode counted once."""
+    """Bytes `path` takes on disk (as `du -s -B1`): blocks, each inode counted once. Links are
+    not followed, and a file that vanishes while counted (a run still writing) counts 0."""
     paths = [str(path)]
     for folder, dirs, files in os.walk(path):
         paths += [os.path.join(folder, name) for name in (*dirs, *files)]
     inodes: dict[tuple[int, int], int] = {}
     for name in paths:
-        st = os.lstat(name)
-        inodes[(st.st_dev, st.st_ino)] = st.st_blocks * 512
+        with contextlib.suppress(OSError):
+            st = os.lstat(name)
+            inodes[(st.st_dev, st.st_ino)] = st.st_blocks * 512
     return sum(inodes.values())
 
 
@@ -145,8 +166,9 @@ def _remove(removal: Removal, console: Console) -> bool:
     try:
         removal.delete()
     except Exception as exc:  # docker.errors.APIError or OSError: report it, keep going
-        console.print(f"[yellow]warning[/] could not remove {escape(removal.label)}: "
-                      f"{escape(str(exc))}")
+        console.print(
+            f"[yellow]warning[/] could not remove {escape(removal.label)}: {escape(str(exc))}"
+        )
         return False
     return True
 
@@ -158,8 +180,9 @@ def _show(plan: PrunePlan, console: Console, dry_run: bool) -> None:
     for note in plan.notes:
         console.print(f"[yellow]note[/] {escape(note)}")
     freed = size(sum(r.size for r in plan.removals))
-    kept = f"kept the newest {len(plan.kept)}" + (f" ({plan.kept[0]} … {plan.kept[-1]})"
-                                                   if plan.kept else "")
+    kept = f"kept the newest {len(plan.kept)}" + (
+        f" ({plan.kept[0]} … {plan.kept[-1]})" if plan.kept else ""
+    )
     if dry_run:
         console.print(f"{len(plan.pruned)} run(s) to prune, {freed} would be freed; {kept}")
     else:

@@ -49,7 +49,10 @@ def interpreter_version(python: str) -> tuple[str | None, str]:
     try:
         out = subprocess.run(
             [python, "-c", "import sys; print('%d.%d' % sys.version_info[:2], sys.executable)"],
-            capture_output=True, text=True, timeout=10, check=True,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
         ).stdout.split(maxsplit=1)
     except (OSError, subprocess.SubprocessError, ValueError):
         return None, ""

@@ -25,6 +25,7 @@ HARNESS = Path(harness.__file__).resolve().parent
 IMAGE_REPOSITORY = "tf-load-matrix"
 LABEL_ENV_ID = "tf-load-matrix.env-id"
 LABEL_VERSION = "tf-load-matrix.version"
+HARNESS_UID = 10001  # the image's unprivileged `harness` user (and group), who runs the harness
 
 # A Docker image reference: registry/path:tag@digest characters only, no space, nothing else.
 _IMAGE_REFERENCE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/:@-]*")
@@ -81,6 +82,7 @@ def render(env: Environment) -> str:
         label_env_id=LABEL_ENV_ID,
         label_version=LABEL_VERSION,
         version=harness.__version__,
+        harness_uid=HARNESS_UID,
     )
 
 

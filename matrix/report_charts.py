@@ -21,8 +21,17 @@ from harness.catalog import CACHE_MODES, FORMATS
 
 # Okabe–Ito (distinguishable with the common colour-vision deficiencies), yellow swapped for a
 # brown that reads on white; one fixed colour per format so every chart of a report agrees.
-_CATEGORICAL = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#000000",
-                "#999999", "#8C564B")
+_CATEGORICAL = (
+    "#0072B2",
+    "#E69F00",
+    "#009E73",
+    "#D55E00",
+    "#CC79A7",
+    "#56B4E9",
+    "#000000",
+    "#999999",
+    "#8C564B",
+)
 FORMAT_COLOURS = dict(zip(FORMATS, _CATEGORICAL))
 CACHE_COLOURS = dict(zip(CACHE_MODES, ("#08306B", "#4292C6", "#F28E2B")))
 _OTHER = "#777777"
@@ -47,20 +56,25 @@ def colour(name: str, palette: dict[str, str]) -> str:
 
 def legend(items: Sequence[tuple[str, str]]) -> Markup:
     """An HTML legend (name, colour); its entries highlight their series on hover too."""
-    return Markup("".join(
-        f'<span class="key" data-series="{_e(name)}"><i style="background:{_e(col)}"></i>'
-        f'{_e(name)}</span>' for name, col in items))
+    return Markup(
+        "".join(
+            f'<span class="key" data-series="{_e(name)}"><i style="background:{_e(col)}"></i>'
+            f"{_e(name)}</span>"
+            for name, col in items
+        )
+    )
 
 
 def _svg(width: float, height: float, label: str, parts: Sequence[str]) -> Markup:
-    return Markup(f'<svg class="chart" viewBox="0 0 {width:.0f} {height:.0f}" '
-                  f'width="{width:.0f}" role="img" aria-label="{_e(label)}">'
-                  f'{"".join(parts)}</svg>')
+    return Markup(
+        f'<svg class="chart" viewBox="0 0 {width:.0f} {height:.0f}" '
+        f'width="{width:.0f}" role="img" aria-label="{_e(label)}">'
+        f"{''.join(parts)}</svg>"
+    )
 
 
 def _text(x: float, y: float, text: str, cls: str = "", anchor: str = "start") -> str:
-    return (f'<text x="{x:.1f}" y="{y:.1f}" class="{cls}" text-anchor="{anchor}">'
-            f'{_e(text)}</text>')
+    return f'<text x="{x:.1f}" y="{y:.1f}" class="{cls}" text-anchor="{anchor}">{_e(text)}</text>'
 
 
 def _clip(text: str, width: float) -> str:
@@ -87,20 +101,28 @@ def _log_position(values: Sequence[float]) -> Callable[[float], float]:
     return lambda v: (math.log10(v) - low) / (high - low) if v > 0 else 0.0
 
 
-def heat_map(rows: Sequence[str], cols: Sequence[str],
-             cells: dict[tuple[str, str], Mark], fmt: Callable[[float], str],
-             label: str) -> Markup:
+def heat_map(
+    rows: Sequence[str],
+    cols: Sequence[str],
+    cells: dict[tuple[str, str], Mark],
+    fmt: Callable[[float], str],
+    label: str,
+) -> Markup:
     """Rows × columns coloured by log value; a missing cell is hatched with its reason."""
     label_w = min(260.0, max(len(r) for r in rows) * _CHAR_W + 16) if rows else 60.0
     cell_w = min(130.0, max([80.0, *(len(c) * _CHAR_W + 12 for c in cols)]))
     cell_h, top = 26.0, 22.0
     position = _log_position([m.value for m in cells.values() if m.value])
-    parts = [_text(label_w + i * cell_w + cell_w / 2, 15, _clip(c, cell_w), "head", "middle")
-             for i, c in enumerate(cols)]
+    parts = [
+        _text(label_w + i * cell_w + cell_w / 2, 15, _clip(c, cell_w), "head", "middle")
+        for i, c in enumerate(cols)
+    ]
     for j, row in enumerate(rows):
         y = top + j * cell_h
-        parts.append(f'<g><title>{_e(row)}</title>'
-                     f'{_text(label_w - 8, y + 17, _clip(row, label_w - 8), "", "end")}</g>')
+        parts.append(
+            f"<g><title>{_e(row)}</title>"
+            f"{_text(label_w - 8, y + 17, _clip(row, label_w - 8), '', 'end')}</g>"
+        )
         for i, col in enumerate(cols):
             mark = cells.get((row, col))
             x = label_w + i * cell_w
@@ -109,18 +131,30 @@ def heat_map(rows: Sequence[str], cols: Sequence[str],
     return _svg(label_w + len(cols) * cell_w + 2, height, label, parts)
 
 
-def _heat_cell(x: float, y: float, w: float, h: float, series: str, mark: Mark | None,
-               fmt: Callable[[float], str], position: Callable[[float], float]) -> str:
+def _heat_cell(
+    x: float,
+    y: float,
+    w: float,
+    h: float,
+    series: str,
+    mark: Mark | None,
+    fmt: Callable[[float], str],
+    position: Callable[[float], float],
+) -> str:
     rect = f'<rect x="{x + 1:.1f}" y="{y + 1:.1f}" width="{w - 2:.1f}" height="{h - 2:.1f}"'
     if mark is None or mark.value is None:
         tip = mark.tooltip if mark else "not measured"
-        return (f'<g data-series="{_e(series)}"><title>{_e(tip)}</title>{rect} class="nodata"/>'
-                f'{_text(x + w / 2, y + 17, "—", "", "middle")}</g>')
+        return (
+            f'<g data-series="{_e(series)}"><title>{_e(tip)}</title>{rect} class="nodata"/>'
+            f"{_text(x + w / 2, y + 17, '—', '', 'middle')}</g>"
+        )
     t = position(mark.value)
     ink = "light" if t > 0.45 else ""
-    return (f'<g data-series="{_e(series)}"><title>{_e(mark.tooltip)}</title>'
-            f'{rect} fill="{_heat_fill(t)}"/>'
-            f'{_text(x + w / 2, y + 17, fmt(mark.value), ink, "middle")}</g>')
+    return (
+        f'<g data-series="{_e(series)}"><title>{_e(mark.tooltip)}</title>'
+        f'{rect} fill="{_heat_fill(t)}"/>'
+        f"{_text(x + w / 2, y + 17, fmt(mark.value), ink, 'middle')}</g>"
+    )
 
 
 def _nice_ticks(high: float) -> list[float]:
@@ -138,9 +172,14 @@ def _nice_ticks(high: float) -> list[float]:
     return [i * step for i in range(intervals(step) + 1)]
 
 
-def bar_chart(groups: Sequence[str], series: Sequence[str],
-              bars: dict[tuple[str, str], Mark], high: float,
-              fmt: Callable[[float], str], label: str) -> Markup:
+def bar_chart(
+    groups: Sequence[str],
+    series: Sequence[str],
+    bars: dict[tuple[str, str], Mark],
+    high: float,
+    fmt: Callable[[float], str],
+    label: str,
+) -> Markup:
     """Horizontal grouped bars (one group per format), whiskers from `low` to `high`.
 
     `high` is the shared axis maximum, so the panels of one model compare at a glance.
@@ -154,36 +193,42 @@ def bar_chart(groups: Sequence[str], series: Sequence[str],
     parts: list[str] = []
     for tick in ticks:
         x = label_w + tick * scale
-        parts.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top:.1f}" y2="{bottom:.1f}" '
-                     'class="grid"/>')
+        parts.append(
+            f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top:.1f}" y2="{bottom:.1f}" class="grid"/>'
+        )
         parts.append(_text(x, bottom + 13, fmt(tick) if tick else "0", "tick", "middle"))
     for g, group in enumerate(groups):
         y0 = top + g * group_h
-        parts.append(_text(label_w - 6, y0 + bar_h * len(series) / 2 + 4,
-                           _clip(group, label_w - 6), "", "end"))
+        parts.append(
+            _text(
+                label_w - 6, y0 + bar_h * len(series) / 2 + 4, _clip(group, label_w - 6), "", "end"
+            )
+        )
         marks = [(s, name, bars.get((group, name))) for s, name in enumerate(series)]
         drawn = [(s, name, m) for s, name, m in marks if m is not None and m.value is not None]
         for s, name, mark in drawn:
             parts.append(_bar(label_w, y0 + s * bar_h, bar_h, scale, name, mark, fmt))
         if not drawn:
-            parts.append(_text(label_w + 4, y0 + bar_h * len(series) / 2 + 4, "no result",
-                               "tick"))
+            parts.append(_text(label_w + 4, y0 + bar_h * len(series) / 2 + 4, "no result", "tick"))
     width = label_w + plot_w + value_w
     return _svg(width, bottom + 20, label, parts)
 
 
-def _bar(x0: float, y: float, h: float, scale: float, name: str, mark: Mark,
-         fmt: Callable[[float], str]) -> str:
+def _bar(
+    x0: float, y: float, h: float, scale: float, name: str, mark: Mark, fmt: Callable[[float], str]
+) -> str:
     value = mark.value or 0.0
     low = mark.low if mark.low is not None else value
     high = mark.high if mark.high is not None else value
     mid = y + h / 2
     end = x0 + max(value, high) * scale
-    return (f'<g data-series="{_e(name)}"><title>{_e(mark.tooltip)}</title>'
-            f'<rect x="{x0:.1f}" y="{y + 1:.1f}" width="{max(value * scale, 1.0):.1f}" '
-            f'height="{h - 2:.1f}" fill="{colour(name, CACHE_COLOURS)}"/>'
-            f'<line x1="{x0 + low * scale:.1f}" x2="{x0 + high * scale:.1f}" y1="{mid:.1f}" '
-            f'y2="{mid:.1f}" class="whisker"/>{_text(end + 4, mid + 3.5, fmt(value), "value")}</g>')
+    return (
+        f'<g data-series="{_e(name)}"><title>{_e(mark.tooltip)}</title>'
+        f'<rect x="{x0:.1f}" y="{y + 1:.1f}" width="{max(value * scale, 1.0):.1f}" '
+        f'height="{h - 2:.1f}" fill="{colour(name, CACHE_COLOURS)}"/>'
+        f'<line x1="{x0 + low * scale:.1f}" x2="{x0 + high * scale:.1f}" y1="{mid:.1f}" '
+        f'y2="{mid:.1f}" class="whisker"/>{_text(end + 4, mid + 3.5, fmt(value), "value")}</g>'
+    )
 
 
 def _decades(values: Sequence[float]) -> tuple[float, float]:
@@ -192,9 +237,14 @@ def _decades(values: Sequence[float]) -> tuple[float, float]:
     return math.floor(min(logs) - 0.15), math.ceil(max(logs) + 0.15)
 
 
-def scatter(series: dict[str, list[tuple[float, float, str]]],
-            x_fmt: Callable[[float], str], y_fmt: Callable[[float], str],
-            x_label: str, y_label: str, label: str) -> Markup:
+def scatter(
+    series: dict[str, list[tuple[float, float, str]]],
+    x_fmt: Callable[[float], str],
+    y_fmt: Callable[[float], str],
+    x_label: str,
+    y_label: str,
+    label: str,
+) -> Markup:
     """Log–log scatter; each series' points (x, y, tooltip) are joined in x order."""
     left, right, top, bottom, plot_w, plot_h = 64.0, 16.0, 10.0, 42.0, 480.0, 260.0
     points = [p for pts in series.values() for p in pts]
@@ -209,32 +259,46 @@ def scatter(series: dict[str, list[tuple[float, float, str]]],
 
     parts = _log_axes(left, top, plot_w, plot_h, (x_lo, x_hi), (y_lo, y_hi), x_fmt, y_fmt)
     parts.append(_text(left + plot_w / 2, top + plot_h + 36, x_label, "head", "middle"))
-    parts.append(f'<text transform="translate(14 {top + plot_h / 2:.1f}) rotate(-90)" '
-                 f'class="head" text-anchor="middle">{_e(y_label)}</text>')
+    parts.append(
+        f'<text transform="translate(14 {top + plot_h / 2:.1f}) rotate(-90)" '
+        f'class="head" text-anchor="middle">{_e(y_label)}</text>'
+    )
     for name, pts in series.items():
         col = colour(name, FORMAT_COLOURS)
         pts = sorted(p for p in pts if p[0] > 0 and p[1] > 0)
         line = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y, _ in pts)
-        dots = "".join(f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="4.5" fill="{col}">'
-                       f'<title>{_e(tip)}</title></circle>' for x, y, tip in pts)
-        parts.append(f'<g data-series="{_e(name)}"><polyline points="{line}" stroke="{col}" '
-                     f'class="trend"/>{dots}</g>')
+        dots = "".join(
+            f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="4.5" fill="{col}">'
+            f"<title>{_e(tip)}</title></circle>"
+            for x, y, tip in pts
+        )
+        parts.append(
+            f'<g data-series="{_e(name)}"><polyline points="{line}" stroke="{col}" '
+            f'class="trend"/>{dots}</g>'
+        )
     return _svg(left + plot_w + right, top + plot_h + bottom, label, parts)
 
 
-def _log_axes(left: float, top: float, w: float, h: float, xs: tuple[float, float],
-              ys: tuple[float, float], x_fmt: Callable[[float], str],
-              y_fmt: Callable[[float], str]) -> list[str]:
+def _log_axes(
+    left: float,
+    top: float,
+    w: float,
+    h: float,
+    xs: tuple[float, float],
+    ys: tuple[float, float],
+    x_fmt: Callable[[float], str],
+    y_fmt: Callable[[float], str],
+) -> list[str]:
     """Grid lines and labels at every whole decade of both log axes."""
     parts = [f'<rect x="{left}" y="{top}" width="{w}" height="{h}" class="frame"/>']
     for k in range(math.ceil(xs[0]), math.floor(xs[1]) + 1):
         x = left + (k - xs[0]) / (xs[1] - xs[0]) * w
         parts.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{top + h}" class="grid"/>')
-        parts.append(_text(x, top + h + 15, x_fmt(10.0 ** k), "tick", "middle"))
+        parts.append(_text(x, top + h + 15, x_fmt(10.0**k), "tick", "middle"))
     for k in range(math.ceil(ys[0]), math.floor(ys[1]) + 1):
         y = top + h - (k - ys[0]) / (ys[1] - ys[0]) * h
         parts.append(f'<line x1="{left}" x2="{left + w}" y1="{y:.1f}" y2="{y:.1f}" class="grid"/>')
-        parts.append(_text(left - 6, y + 4, y_fmt(10.0 ** k), "tick", "end"))
+        parts.append(_text(left - 6, y + 4, y_fmt(10.0**k), "tick", "end"))
     return parts
 
 
@@ -253,6 +317,8 @@ def sparkline(points: Sequence[tuple[float | None, str]], label: str) -> Markup:
     step = (width - 2 * pad) / max(len(points) - 1, 1)
     coords = [(pad + i * step, y(v), tip) for i, (v, tip) in enumerate(points) if v is not None]
     line = " ".join(f"{cx:.1f},{cy:.1f}" for cx, cy, _ in coords)
-    dots = "".join(f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="2.5"><title>{_e(tip)}</title>'
-                   '</circle>' for cx, cy, tip in coords)
+    dots = "".join(
+        f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="2.5"><title>{_e(tip)}</title></circle>'
+        for cx, cy, tip in coords
+    )
     return _svg(width, height, label, [f'<g class="spark"><polyline points="{line}"/>{dots}</g>'])

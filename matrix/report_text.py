@@ -72,7 +72,7 @@ def count(value: Any) -> str:
         return DASH
     v = float(value)
     for scale, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(v) >= scale:
+        if abs(v) >= scale * 0.9995:  # 999,950 rounds to "1M" at three digits, not "1e+03k"
             return f"{v / scale:.3g}{unit}"
     return f"{v:.0f}"
 
@@ -124,8 +124,11 @@ def _sort_key(value: float) -> str:
 def td(cell: Cell) -> str:
     """A cell as HTML; its text and tooltip escaped (a `Markup` text is our own markup)."""
     sort = cell.sort
-    key = "" if sort is None else _attr(
-        "data-sort", _sort_key(sort) if isinstance(sort, float) else str(sort))
+    key = (
+        ""
+        if sort is None
+        else _attr("data-sort", _sort_key(sort) if isinstance(sort, float) else str(sort))
+    )
     attrs = f"{key}{_attr('class', cell.cls)}{_attr('title', cell.title)}"
     return f"<td{attrs}>{escape(cell.text)}</td>"
 
@@ -133,13 +136,17 @@ def td(cell: Cell) -> str:
 MISSING_TD = td(Cell(DASH, sort=math.inf))
 
 
-def left_out_note(left_out: int, what: str, kept: str,
-                  where: str = "<code>matrix report --export FILE</code> writes them all."
-                  ) -> Markup:
+def left_out_note(
+    left_out: int,
+    what: str,
+    kept: str,
+    where: str = "<code>matrix report --export FILE</code> writes them all.",
+) -> Markup:
     """What a table cut to MAX_ROWS rows says: how many rows are missing, which rows it kept,
     and where to get them all (`where` is our own markup)."""
     return Markup("{} more {} not listed: this table keeps the {} {}. ").format(
-        left_out, what, MAX_ROWS, kept) + Markup(where)
+        left_out, what, MAX_ROWS, kept
+    ) + Markup(where)
 
 
 @dataclass
@@ -201,5 +208,7 @@ def num_tds(values: Iterable[Any], fmt: Callable[[Any], str] = seconds, cls: str
     """A column of number cells (`num_cell` as HTML)."""
     attrs = _attr("class", cls)
     missing_td = f'<td data-sort="inf"{attrs}>{DASH}</td>'
-    return [missing_td if missing(v) else
-            f'<td data-sort="{float(v):.6g}"{attrs}>{escape(fmt(v))}</td>' for v in values]
+    return [
+        missing_td if missing(v) else f'<td data-sort="{float(v):.6g}"{attrs}>{escape(fmt(v))}</td>'
+        for v in values
+    ]

@@ -2,12 +2,14 @@
 
 The harness's own output (TensorFlow is noisy) goes to `<run_dir>/<env_id>.log`, never to the
 terminal, which belongs to the progress bar; when the harness fails, the CLI shows the log's
-last lines from there.
+last lines from there. The log and the start gate are opened without following a name planted
+in their place (`open_regular`), though no container sees the run folder itself.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 import threading
 import time
@@ -18,6 +20,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from harness.records import open_regular
 from matrix.backends import Backend, RunningHarness
 from matrix.plan import RunPlan
 from matrix.progress import RunProgress
@@ -60,11 +63,13 @@ class HarnessRun:
         self._interrupted = False
         self._opened = time.monotonic()
         self._gate = plan.start_gate(env_id)
+        self._gate.parent.mkdir(exist_ok=True)
         self._gate.unlink(missing_ok=True)  # left by an interrupted run that is being resumed
         self._held = contextlib.ExitStack()
-        self._held.callback(self._gate.unlink, missing_ok=True)
+        self._held.callback(_remove_gate, self._gate)
         try:
-            log = self._held.enter_context(self.log_file.open("wb"))
+            log_fd = open_regular(str(self.log_file), os.O_WRONLY | os.O_CREAT, truncate=True)
+            log = self._held.enter_context(os.fdopen(log_fd, "wb"))
             self._harness = self._held.enter_context(backend.launch(plan, env_id, log))
         except BaseException:
             self._held.close()
@@ -84,7 +89,7 @@ class HarnessRun:
         """Open the gate; show progress until the `done` record (or the exit, or Ctrl-C)."""
         with self._progress() as progress:
             self._opened = time.monotonic()
-            self._gate.touch()
+            os.close(open_regular(str(self._gate), os.O_WRONLY | os.O_CREAT | os.O_EXCL))
             try:
                 self._returncode = _watch(self._harness, lambda: self._poll(progress))
             except KeyboardInterrupt:
@@ -104,12 +109,22 @@ class HarnessRun:
         with self:
             if self._returncode is None:
                 self._returncode = self._harness.wait()
-        return RunOutcome(self.records_file, self.log_file, self._returncode,
-                          self._interrupted, round(time.monotonic() - self._opened, 3))
+        return RunOutcome(
+            self.records_file,
+            self.log_file,
+            self._returncode,
+            self._interrupted,
+            round(time.monotonic() - self._opened, 3),
+        )
 
 
-def execute(plan: RunPlan, backend: Backend, env_id: str, console: Console,
-            meanwhile: Callable[[], object] | None = None) -> RunOutcome:
+def execute(
+    plan: RunPlan,
+    backend: Backend,
+    env_id: str,
+    console: Console,
+    meanwhile: Callable[[], object] | None = None,
+) -> RunOutcome:
     """Run one harness to the end (or to Ctrl-C), feeding its records to the progress view.
 
     `meanwhile` is work of ours done while the harness starts (an interpreter, a container):
@@ -143,8 +158,8 @@ def _watch(harness: RunningHarness, every_poll: Callable[[], bool]) -> int | Non
 def _stop(harness: RunningHarness) -> int:
     """Let the harness finish the record it is writing, then make sure it is gone.
 
-    First pass the interrupt on (a local harness shares our process group and already has it;
-    a container does not), then wait; then terminate, then kill. Another Ctrl-C skips straight
+    First pass the interrupt on (no harness is in our process group: only `matrix` got the
+    Ctrl-C or SIGTERM), then wait; then terminate, then kill. Another Ctrl-C skips straight
     to the next step.
     """
     for escalate in (harness.interrupt, harness.terminate, harness.kill):
@@ -154,6 +169,13 @@ def _stop(harness: RunningHarness) -> int:
         except (subprocess.TimeoutExpired, KeyboardInterrupt):
             continue
     return harness.wait()
+
+
+def _remove_gate(gate: Path) -> None:
+    """The gate and its folder: nothing of the handshake stays in the run folder."""
+    gate.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        gate.parent.rmdir()
 
 
 def log_tail(log_file: Path, lines: int = 20) -> list[str]:

@@ -6,15 +6,24 @@ after its keys), so a typo fails here and not at 2 a.m. Cron and systemd run it 
 from the project folder, with the absolute path of the `matrix` that wrote the schedule. The
 GitHub workflow fans out one job per environment (`matrix plan --json`), all writing one run id,
 then merges them into one report and gates on `matrix compare` against the previous night.
+
+A gate that cannot fire is worse than none: it reads "same" every night. So the schedule checks
+its power first: at the spread of log load times this machine shows (the median over the cells
+of the latest run under the results folder, else SPREAD_DEFAULT), would the configured repeats
+let `matrix compare` detect a change of --threshold (its minimal detectable change, at 80 %
+power)? If not, the schedule raises `--repeats` to the fewest that do, up to MAX_REPEATS, and
+says so; past that it refuses.
 """
 
 from __future__ import annotations
 
 import getpass
+import math
 import os
 import re
 import shlex
 import shutil
+import statistics
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,18 +34,34 @@ import yaml
 
 from matrix.config import CONFIG_FILE_NAME, MatrixConfig, load_config
 from matrix.errors import ConfigError
+from matrix.inputs import output_folder, refuse_control
+from matrix.stats import (
+    ALPHA,
+    MIN_SAMPLES,
+    THRESHOLD,
+    detectable_at,
+    pair_alpha,
+    repeats_needed,
+)
 
 EMITS = ("cron", "systemd", "github")
 UNIT = "tf-load-matrix-nightly"
 NIGHTLY_LOG = "nightly.log"
 KEEP_NIGHTS = 60  # runs the GitHub workflow keeps in its cache (for compare and history)
 WORKFLOW_FILE = "nightly.yml"
+MAX_REPEATS = 30  # a nightly sweep is not raised past this many repeats: it refuses instead
+# The spread assumed when no run is at hand: the standard deviation of log load times of the
+# default model (MobileNetV2) loaded in fresh processes on this project's 2-core machine, where
+# its h5, .keras and SavedModel loads range 0.9-1.2 s. The first real run replaces it.
+SPREAD_DEFAULT = 0.10
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _SYSTEMD_PLAIN = re.compile(r"[A-Za-z0-9_@%+=:,./-]+")
 # Flags a schedule sets itself: a nightly run is a new run every night, and the GitHub jobs
 # choose the backend, the results folder and where the report is written.
-_NEVER = {"resume": "a nightly sweep starts a new run every night",
-          "run_id": "a nightly sweep starts a new run every night"}
+_NEVER = {
+    "resume": "a nightly sweep starts a new run every night",
+    "run_id": "a nightly sweep starts a new run every night",
+}
 _SET_BY_WORKFLOW = {
     "backend": "the workflow measures each environment in its own Docker job",
     "results_dir": "the workflow merges the jobs' results/ itself",
@@ -72,19 +97,24 @@ class Schedule:
     fanout_args: list[str]  # all but --only/--skip: a GitHub job runs one planned environment
     results_dir: Path  # where the runs go, from the flags or the matrix file
     generated_by: str  # the `matrix schedule` command line, written into each file
+    threshold: float  # the change the nightly `matrix compare` gates on
+    raised: str = ""  # why the repeats were raised, for stderr; empty if they were not
 
 
 def parse_nightly(text: str) -> Nightly:
     """`02:30` → Nightly(2, 30); ConfigError naming --nightly otherwise."""
     match = re.fullmatch(r"(\d{1,2}):(\d{2})", text.strip())
     if not match or int(match[1]) > 23 or int(match[2]) > 59:
-        raise ConfigError(f"--nightly {text}: give a time of day as HH:MM on a 24-hour clock, "
-                          "e.g. --nightly 02:30")
+        raise ConfigError(
+            f"--nightly {text}: give a time of day as HH:MM on a 24-hour clock, "
+            "e.g. --nightly 02:30"
+        )
     return Nightly(int(match[1]), int(match[2]))
 
 
-def make_schedule(nightly: str, emit: str, workdir: Path, args: list[str], run: Any,
-                  plan: Any) -> Schedule:
+def make_schedule(
+    nightly: str, emit: str, workdir: Path, args: list[str], run: Any, plan: Any, threshold: float
+) -> Schedule:
     """Check every input of `matrix schedule` and resolve it to what the outputs need.
 
     `run` and `plan` are the click commands of `matrix run` and `matrix plan` (click as typer
@@ -95,24 +125,95 @@ def make_schedule(nightly: str, emit: str, workdir: Path, args: list[str], run: 
         raise ConfigError(f"--emit {emit}: choose from {', '.join(EMITS)}")
     if not workdir.is_dir():
         raise ConfigError(f"--workdir {workdir}: no such folder")
+    refuse_control("--workdir", workdir.absolute())  # cron's `cd`, systemd's WorkingDirectory
+    if threshold <= 0:
+        raise ConfigError(f"--threshold must be > 0 (got {threshold:g})")
     given = _passed_through(run, args)
     for name, why in (_NEVER | (_SET_BY_WORKFLOW if emit == "github" else {})).items():
         if name in given:
-            raise ConfigError(f"{given[name].tokens[0]}: not for a schedule ({why}); "
-                              "remove it")
+            raise ConfigError(f"{given[name].tokens[0]}: not for a schedule ({why}); remove it")
     config = _matrix_config(workdir, given)
+    raised = _powered(given, config, workdir, threshold)
     plan_names = {p.name for p in plan.params}
+    matrix = matrix_command()
+    for word in matrix:
+        refuse_control("the path of this matrix", word)
     return Schedule(
         nightly=when,
         workdir=workdir.absolute(),
-        matrix=matrix_command(),
+        matrix=matrix,
         run_args=[token for flag in given.values() for token in flag.tokens],
         plan_args=[t for name, flag in given.items() if name in plan_names for t in flag.tokens],
-        fanout_args=[t for name, flag in given.items() if name not in ("only", "skip")
-                     for t in flag.tokens],
+        fanout_args=[
+            t for name, flag in given.items() if name not in ("only", "skip") for t in flag.tokens
+        ],
         results_dir=config.results_dir,
-        generated_by=shlex.join(["matrix", "schedule", "--nightly", when.text, "--emit", emit,
-                                 *args]),
+        generated_by=shlex.join(
+            [
+                "matrix",
+                "schedule",
+                "--nightly",
+                when.text,
+                "--emit",
+                emit,
+                *([] if threshold == THRESHOLD else ["--threshold", f"{threshold:g}"]),
+                *args,
+            ]
+        ),
+        threshold=threshold,
+        raised=raised,
+    )
+
+
+def observed_spread(results_dir: Path) -> tuple[float, str]:
+    """The standard deviation of log load times a nightly sweep can expect, and where it comes
+    from: the median over the cells of the latest run under `results_dir`, else SPREAD_DEFAULT."""
+    from matrix.dataset import CELL, load_runs, load_samples
+    from matrix.runs import run_dirs
+
+    runs = run_dirs(results_dir)
+    if runs:
+        samples = load_samples(load_runs(runs[-1:]), CELL)["samples"]
+        spreads = [
+            statistics.stdev([math.log(x) for x in s])
+            for s in samples
+            if len(s) >= MIN_SAMPLES and min(s) > 0
+        ]
+        if spreads:
+            return statistics.median(spreads), f"the median over the cells of run {runs[-1].name}"
+    return SPREAD_DEFAULT, "no run under the results folder: the project's measured default"
+
+
+def gate_cells(config: MatrixConfig) -> int:
+    """The cells the nightly `matrix compare` judges as one family (see `matrix.stats`)."""
+    from matrix.environments import expand
+
+    return len(config.models) * len(config.formats) * len(config.cache) * len(expand(config)[0])
+
+
+def _powered(given: dict[str, Flag], config: MatrixConfig, workdir: Path, threshold: float) -> str:
+    """Raise `--repeats` in `given` to the fewest that detect `threshold` at the observed spread
+    (see the module docstring); the line saying so, or "" if the configured repeats do."""
+    spread, source = observed_spread(workdir / config.results_dir)
+    cells = gate_cells(config)
+    alpha = pair_alpha(ALPHA, cells)
+    detectable = detectable_at(spread, config.repeats, alpha)
+    if detectable <= threshold:
+        return ""
+    needed = repeats_needed(spread, threshold, alpha, cap=MAX_REPEATS)
+    at = (
+        f"at {config.repeats} repeats the nightly `matrix compare` could detect only a "
+        f"±{detectable:.0%} change in one of its {cells} cells (SD of log load time "
+        f"{spread:.2f}, {source})"
+    )
+    if needed is None:
+        raise ConfigError(
+            f"--repeats {config.repeats}: {at}, and even {MAX_REPEATS} repeats "
+            f"could not detect --threshold {threshold:g}: raise --threshold"
+        )
+    given["repeats"] = Flag(["--repeats", str(needed)], needed)
+    return (
+        f"note: {at}; repeats raised to {needed}, the fewest that detect --threshold {threshold:g}"
     )
 
 
@@ -149,10 +250,15 @@ def _passed_through(run: Any, args: list[str]) -> dict[str, Flag]:
     except Exception as exc:
         if not hasattr(exc, "format_message"):  # not click's usage error: a bug, let it show
             raise
-        raise ConfigError(f"{exc.format_message()} (flags after the schedule's own go to "
-                          "`matrix run`; see matrix run --help)") from None
-    return {p.name: Flag(_tokens(p, ctx.params[p.name]), ctx.params[p.name]) for p in run.params
-            if p.name and ctx.get_parameter_source(p.name).name == "COMMANDLINE"}
+        raise ConfigError(
+            f"{exc.format_message()} (flags after the schedule's own go to "
+            "`matrix run`; see matrix run --help)"
+        ) from None
+    return {
+        p.name: Flag(_tokens(p, ctx.params[p.name]), ctx.params[p.name])
+        for p in run.params
+        if p.name and ctx.get_parameter_source(p.name).name == "COMMANDLINE"
+    }
 
 
 def _tokens(option: Any, value: Any) -> list[str]:
@@ -168,12 +274,14 @@ def _matrix_config(workdir: Path, given: dict[str, Flag]) -> MatrixConfig:
     file = file if file.is_absolute() else workdir / file
     if "config" in given and not file.is_file():
         raise ConfigError(f"--config: {file}: no such file")
-    overrides = {name: flag.value for name, flag in given.items()
-                 if name in MatrixConfig.model_fields}
+    overrides = {
+        name: flag.value for name, flag in given.items() if name in MatrixConfig.model_fields
+    }
     return load_config(file if file.is_file() else None, overrides)
 
 
 # ---- cron ---------------------------------------------------------------------------------------
+
 
 def cron_line(s: Schedule) -> str:
     """The crontab line: `M H * * * cd DIR && mkdir -p RESULTS && MATRIX run … >> LOG 2>&1`.
@@ -184,23 +292,32 @@ def cron_line(s: Schedule) -> str:
     q = shlex.quote
     command = shlex.join([*s.matrix, "run", *s.run_args])
     log = s.results_dir / NIGHTLY_LOG
-    line = (f"{s.nightly.cron} cd {q(str(s.workdir))} && mkdir -p {q(str(s.results_dir))} && "
-            f"{command} >> {q(str(log))} 2>&1")
+    line = (
+        f"{s.nightly.cron} cd {q(str(s.workdir))} && mkdir -p {q(str(s.results_dir))} && "
+        f"{command} >> {q(str(log))} 2>&1"
+    )
     return line.replace("%", r"\%")
 
 
 def write_cron(s: Schedule, out: Path) -> list[str]:
     path = out / f"{UNIT}.cron"
-    path.write_text(f"# Written by `{s.generated_by}`\n"
-                    f"# Every night at {s.nightly.text}, this machine's local time.\n"
-                    f"{cron_line(s)}\n", encoding="utf-8")
-    return [cron_line(s), "",
-            f"written to {path}; add it to your crontab with:",
-            f"  (crontab -l 2>/dev/null; cat {shlex.quote(str(path))}) | crontab -",
-            f"each night's output goes to {s.workdir / s.results_dir / NIGHTLY_LOG}"]
+    path.write_text(
+        f"# Written by `{s.generated_by}`\n"
+        f"# Every night at {s.nightly.text}, this machine's local time.\n"
+        f"{cron_line(s)}\n",
+        encoding="utf-8",
+    )
+    return [
+        cron_line(s),
+        "",
+        f"written to {path}; add it to your crontab with:",
+        f"  (crontab -l 2>/dev/null; cat {shlex.quote(str(path))}) | crontab -",
+        f"each night's output goes to {s.workdir / s.results_dir / NIGHTLY_LOG}",
+    ]
 
 
 # ---- systemd ------------------------------------------------------------------------------------
+
 
 def systemd_word(value: str) -> str:
     """`value` as one word of a unit file: `%` and `$` doubled, quoted unless plain."""
@@ -210,23 +327,30 @@ def systemd_word(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-_JINJA = jinja2.Environment(loader=jinja2.PackageLoader("matrix", "templates/schedule"),
-                            undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
-                            autoescape=False)
+_JINJA = jinja2.Environment(
+    loader=jinja2.PackageLoader("matrix", "templates/schedule"),
+    undefined=jinja2.StrictUndefined,
+    keep_trailing_newline=True,
+    autoescape=False,
+)
 
 
 def systemd_units(s: Schedule) -> dict[str, str]:
     """`tf-load-matrix-nightly.service` and `.timer`: file name → text."""
+    user = getpass.getuser()
+    refuse_control("the user name ($LOGNAME or $USER)", user)
     values = {
         "generated_by": s.generated_by,
-        "user": getpass.getuser(),
+        "user": user,
         "workdir": str(s.workdir).replace("%", "%%"),
         "exec_start": " ".join(systemd_word(a) for a in [*s.matrix, "run", *s.run_args]),
         "time": s.nightly.text,
         "on_calendar": f"*-*-* {s.nightly.text}:00",
     }
-    return {f"{UNIT}.{kind}": _JINJA.get_template(f"{UNIT}.{kind}.j2").render(values)
-            for kind in ("service", "timer")}
+    return {
+        f"{UNIT}.{kind}": _JINJA.get_template(f"{UNIT}.{kind}.j2").render(values)
+        for kind in ("service", "timer")
+    }
 
 
 def write_systemd(s: Schedule, out: Path) -> list[str]:
@@ -234,14 +358,16 @@ def write_systemd(s: Schedule, out: Path) -> list[str]:
     for name, text in systemd_units(s).items():
         (out / name).write_text(text, encoding="utf-8")
         paths.append(shlex.quote(str(out / name)))
-    return [f"written: {', '.join(paths)}", "install them with:",
-            f"  sudo cp {' '.join(paths)} /etc/systemd/system/",
-            f"  sudo systemctl daemon-reload && sudo systemctl enable --now {UNIT}.timer",
-            f"next run: systemctl list-timers {UNIT}.timer; output: journalctl -u {UNIT}"]
+    return [
+        f"written: {', '.join(paths)}",
+        "install them with:",
+        f"  sudo cp {' '.join(paths)} /etc/systemd/system/",
+        f"  sudo systemctl daemon-reload && sudo systemctl enable --now {UNIT}.timer",
+        f"next run: systemctl list-timers {UNIT}.timer; output: journalctl -u {UNIT}",
+    ]
 
 
 # ---- GitHub Actions -----------------------------------------------------------------------------
-
 
 
 def _setup() -> list[dict[str, Any]]:
@@ -274,9 +400,13 @@ if [ -z "$previous" ]; then
   exit 0
 fi
 status=0
-matrix compare "$previous" "$RUN_ID" || status=$?
+matrix compare --threshold "$THRESHOLD" "$previous" "$RUN_ID" || status=$?
 if [ "$status" = 2 ]; then
   echo "::warning::no cell was measured both in $previous and tonight: nothing compared"
+  exit 0
+fi
+if [ "$status" = 5 ]; then
+  echo "::warning::some cells were too noisy to detect a $THRESHOLD change (see the summary)"
   exit 0
 fi
 exit "$status"
@@ -291,8 +421,13 @@ def github_workflow(s: Schedule) -> dict[str, Any]:
     so their records merge into one run.
     """
     plan = shlex.join(["matrix", "plan", "--json", *s.plan_args])
-    measure = " ".join(['matrix run --backend docker --run-id "$RUN_ID" --only "$ENV_ID"',
-                        "--no-report", *map(shlex.quote, s.fanout_args)])
+    measure = " ".join(
+        [
+            'matrix run --backend docker --run-id "$RUN_ID" --only "$ENV_ID"',
+            "--no-report",
+            *map(shlex.quote, s.fanout_args),
+        ]
+    )
     return {
         "name": "tf-load-matrix nightly",
         "on": {"schedule": [{"cron": s.nightly.cron}], "workflow_dispatch": {}},
@@ -300,57 +435,95 @@ def github_workflow(s: Schedule) -> dict[str, Any]:
         "jobs": {
             "plan": {
                 "runs-on": "ubuntu-latest",
-                "outputs": {"envs": "${{ steps.plan.outputs.envs }}",
-                            "run_id": "${{ steps.plan.outputs.run_id }}"},
-                "steps": [*_setup(), {
-                    "id": "plan", "name": "The environments, and tonight's run id",
-                    "run": f"{plan} > plan.json\n"
-                           "envs=$(python -c 'import json; print(json.dumps([e[\"id\"] for e "
-                           "in json.load(open(\"plan.json\"))[\"environments\"]]))')\n"
-                           'if [ "$envs" = "[]" ]; then\n'
-                           '  echo "::error::matrix plan selected no environment"\n'
-                           "  exit 1\n"
-                           "fi\n"
-                           'echo "envs=$envs" >> "$GITHUB_OUTPUT"\n'
-                           "echo \"run_id=$(python -c 'from matrix.plan import new_run_id; "
-                           "print(new_run_id())')\" >> \"$GITHUB_OUTPUT\"\n"}],
+                "outputs": {
+                    "envs": "${{ steps.plan.outputs.envs }}",
+                    "run_id": "${{ steps.plan.outputs.run_id }}",
+                },
+                "steps": [
+                    *_setup(),
+                    {
+                        "id": "plan",
+                        "name": "The environments, and tonight's run id",
+                        "run": f"{plan} > plan.json\n"
+                        'envs=$(python -c \'import json; print(json.dumps([e["id"] for e '
+                        'in json.load(open("plan.json"))["environments"]]))\')\n'
+                        'if [ "$envs" = "[]" ]; then\n'
+                        '  echo "::error::matrix plan selected no environment"\n'
+                        "  exit 1\n"
+                        "fi\n"
+                        'echo "envs=$envs" >> "$GITHUB_OUTPUT"\n'
+                        "echo \"run_id=$(python -c 'from matrix.plan import new_run_id; "
+                        'print(new_run_id())\')" >> "$GITHUB_OUTPUT"\n',
+                    },
+                ],
             },
             "measure": {
                 "name": "measure ${{ matrix.env }}",
                 "needs": "plan",
                 "runs-on": "ubuntu-latest",
-                "strategy": {"fail-fast": False,
-                             "matrix": {"env": "${{ fromJSON(needs.plan.outputs.envs) }}"}},
-                "env": {"RUN_ID": "${{ needs.plan.outputs.run_id }}",
-                        "ENV_ID": "${{ matrix.env }}"},
-                "steps": [*_setup(), {
-                    "name": "Measure (every job writes run RUN_ID)",
-                    "run": f"{measure}\n"}, {
-                    "if": "always()", "uses": "actions/upload-artifact@v4",
-                    "with": {"name": "results-${{ matrix.env }}", "path": "results/"}}],
+                "strategy": {
+                    "fail-fast": False,
+                    "matrix": {"env": "${{ fromJSON(needs.plan.outputs.envs) }}"},
+                },
+                "env": {
+                    "RUN_ID": "${{ needs.plan.outputs.run_id }}",
+                    "ENV_ID": "${{ matrix.env }}",
+                },
+                "steps": [
+                    *_setup(),
+                    {"name": "Measure (every job writes run RUN_ID)", "run": f"{measure}\n"},
+                    {
+                        "if": "always()",
+                        "uses": "actions/upload-artifact@v4",
+                        "with": {"name": "results-${{ matrix.env }}", "path": "results/"},
+                    },
+                ],
             },
             "report": {
                 "needs": ["plan", "measure"],
                 "if": "always() && needs.plan.result == 'success'",
                 "runs-on": "ubuntu-latest",
                 "env": {"RUN_ID": "${{ needs.plan.outputs.run_id }}"},
-                "steps": [*_setup(), {
-                    "name": "Earlier nights", "uses": "actions/cache/restore@v4",
-                    "with": {"path": "results", "key": "matrix-results-${{ github.run_id }}",
-                             "restore-keys": "matrix-results-"}}, {
-                    "name": "Tonight's environments", "uses": "actions/download-artifact@v4",
-                    "with": {"pattern": "results-*", "path": "nightly"}},
+                "steps": [
+                    *_setup(),
+                    {
+                        "name": "Earlier nights",
+                        "uses": "actions/cache/restore@v4",
+                        "with": {
+                            "path": "results",
+                            "key": "matrix-results-${{ github.run_id }}",
+                            "restore-keys": "matrix-results-",
+                        },
+                    },
+                    {
+                        "name": "Tonight's environments",
+                        "uses": "actions/download-artifact@v4",
+                        "with": {"pattern": "results-*", "path": "nightly"},
+                    },
                     {"name": "Merge them into results/", "run": _MERGE},
                     {"name": "Report", "run": 'matrix report nightly/*/"$RUN_ID"\n'},
-                    {"name": "Compare with the night before (fails on a slowdown)",
-                     "run": _COMPARE},
-                    {"name": "Keep the last nights", "if": "always()",
-                     "run": f"matrix prune --keep {KEEP_NIGHTS}\n"}, {
-                    "name": "Save the nights", "if": "always()",
-                    "uses": "actions/cache/save@v4",
-                    "with": {"path": "results", "key": "matrix-results-${{ github.run_id }}"}}, {
-                    "if": "always()", "uses": "actions/upload-artifact@v4",
-                    "with": {"name": "reports", "path": "reports/\n!reports/latest\n"}}],
+                    {
+                        "name": "Compare with the night before (fails on a slowdown)",
+                        "env": {"THRESHOLD": f"{s.threshold:g}"},
+                        "run": _COMPARE,
+                    },
+                    {
+                        "name": "Keep the last nights",
+                        "if": "always()",
+                        "run": f"matrix prune --keep {KEEP_NIGHTS}\n",
+                    },
+                    {
+                        "name": "Save the nights",
+                        "if": "always()",
+                        "uses": "actions/cache/save@v4",
+                        "with": {"path": "results", "key": "matrix-results-${{ github.run_id }}"},
+                    },
+                    {
+                        "if": "always()",
+                        "uses": "actions/upload-artifact@v4",
+                        "with": {"name": "reports", "path": "reports/\n!reports/latest\n"},
+                    },
+                ],
             },
         },
     }
@@ -361,32 +534,42 @@ class _BlockDumper(yaml.SafeDumper):
 
 
 _BlockDumper.add_representer(
-    str, lambda dumper, value: dumper.represent_scalar(
-        "tag:yaml.org,2002:str", value, style="|" if "\n" in value else None))
+    str,
+    lambda dumper, value: dumper.represent_scalar(
+        "tag:yaml.org,2002:str", value, style="|" if "\n" in value else None
+    ),
+)
 
 
 def workflow_text(s: Schedule) -> str:
-    header = (f"# Written by `{s.generated_by}`: regenerate it rather than edit it.\n"
-              f"# Every night at {s.nightly.text} UTC (GitHub's cron runs in UTC).\n")
-    return header + yaml.dump(github_workflow(s), Dumper=_BlockDumper, sort_keys=False,
-                              width=1000, allow_unicode=True)
+    header = (
+        f"# Written by `{s.generated_by}`: regenerate it rather than edit it.\n"
+        f"# Every night at {s.nightly.text} UTC (GitHub's cron runs in UTC).\n"
+    )
+    return header + yaml.dump(
+        github_workflow(s), Dumper=_BlockDumper, sort_keys=False, width=1000, allow_unicode=True
+    )
 
 
 def write_github(s: Schedule, out: Path) -> list[str]:
     path = out / WORKFLOW_FILE
     path.write_text(workflow_text(s), encoding="utf-8")
-    return [f"written: {path}",
-            "commit it to the repository's .github/workflows/; it runs at "
-            f"{s.nightly.text} UTC, or by hand from the Actions tab (workflow_dispatch)"]
+    return [
+        f"written: {path}",
+        "commit it to the repository's .github/workflows/; it runs at "
+        f"{s.nightly.text} UTC, or by hand from the Actions tab (workflow_dispatch)",
+    ]
 
 
 WRITERS = {"cron": write_cron, "systemd": write_systemd, "github": write_github}
-DEFAULT_OUT = {"cron": Path("build/schedule"), "systemd": Path("build/schedule"),
-               "github": Path(".github/workflows")}
+DEFAULT_OUT = {
+    "cron": Path("build/schedule"),
+    "systemd": Path("build/schedule"),
+    "github": Path(".github/workflows"),
+}
 
 
 def write(s: Schedule, emit: str, out: Path | None) -> list[str]:
     """Write the files of `emit` into `out` (default per kind); the lines to show the user."""
-    folder = out or s.workdir / DEFAULT_OUT[emit]
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = output_folder("--out", out or s.workdir / DEFAULT_OUT[emit])
     return WRITERS[emit](s, folder)

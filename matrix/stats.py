@@ -1,9 +1,26 @@
-"""Is one set of load times really different from another?
+"""Is one set of load times really different from another, and could the test have told?
 
-A change is called only when it is both large (beyond a relative threshold) and larger than the
-runs' own noise (a two-sided Mann-Whitney U test on the trial samples, as asv does): either
-alone flags noise on a busy machine, or a meaningless 1 % shift measured very precisely. The
-test is rank-based, so one stalled load cannot make a whole cell look slower.
+One rule, used by `matrix compare`, `matrix history` and the report:
+
+- The test is Welch's t-test on log(load time): loads vary by ratios (a machine half as fast
+  doubles every load), so on the log scale a slowdown is a shift and one cell's spread is
+  comparable with another's; Welch does not assume both runs equally noisy. The Mann-Whitney
+  test used before is rank-based: 3 loads against 3 have 20 orderings, so the most extreme one
+  has a two-sided p of 2/20 = 0.1, and at alpha 0.05 it could never flag anything at 3 repeats.
+- All pairs judged together are one family (every cell of a `compare`, every series of a
+  `history` step): a default run has ~16 cells, and 16 tests at alpha 0.05 would fail one
+  quiet night in two. Significance is decided by Benjamini-Hochberg at alpha over the family,
+  so when nothing changed the chance that anything is flagged is at most alpha, and a real
+  regression in several cells is not drowned by the correction as with Bonferroni.
+- A change counts (`slower` / `faster`) when the medians differ by more than the threshold
+  (change = median_b / median_a - 1) AND it is significant: either alone flags noise on a busy
+  machine, or a meaningless 1 % shift measured very precisely.
+- Otherwise the cells are `same` only if the test could have seen a change of the threshold's
+  size: the minimal detectable change MDC = exp((t[1 - a/2, df] + t[POWER, df]) * SE) - 1,
+  SE being the Welch standard error of the difference of the log means, df Welch's, and
+  a = alpha / m (`pair_alpha`) the level a lone change among m pairs must reach. An MDC
+  above the threshold makes the pair `underpowered`: "no change seen" would be an empty claim.
+- `not comparable`: fewer than MIN_SAMPLES loads on a side (no spread to test against).
 """
 
 from __future__ import annotations
@@ -23,9 +40,15 @@ if TYPE_CHECKING:  # imported where they are used: `matrix` starts without them
 
     import numpy as np
 
-THRESHOLD = 0.10  # relative change of the median below which nothing is called a change
+# The relative change of the median below which nothing is called a change. 20 %: this 2-core
+# machine's speed drifts ±20 % over a day, and at the default model's spread of fresh-process
+# loads (SD of log load time ~0.1) a 10 % gate over one environment's 16 cells would need 34
+# repeats a cell, 20 % needs 11 (`matrix schedule` raises repeats to what the gate needs).
+THRESHOLD = 0.20
 ALPHA = 0.05  # p-value below which a difference counts as more than noise
+POWER = 0.80  # chance of flagging a true change of the detectable size (the MDC's definition)
 MIN_SAMPLES = 2  # a single load per side has no spread to test against
+VERDICTS = ("slower", "faster", "underpowered", "same", "not comparable")
 
 Samples = Sequence[float]
 _tester: ProcessPoolExecutor | None = None  # the worker `start_tests` started, if any
@@ -33,41 +56,148 @@ _tester: ProcessPoolExecutor | None = None  # the worker `start_tests` started, 
 
 @dataclass(frozen=True)
 class Change:
-    """Median before and after, the relative change, its p-value and the verdict."""
+    """What `judge` found for one pair of cells (see the module docstring for the rule)."""
 
     median_a: float
     median_b: float
-    change: float  # (b - a) / a: +0.3 is 30 % slower
-    p_value: float
-    verdict: str  # slower | faster | same | not comparable
+    change: float  # median_b / median_a - 1: +0.3 is 30 % slower
+    p_value: float  # Welch's t-test on the log load times, two-sided, not adjusted
+    detectable: float  # the smallest relative change the test would flag with power POWER
+    spread: float  # standard deviation of the log load times, pooled over both sides
+    verdict: str  # one of VERDICTS
 
 
 def judge(
     pairs: Sequence[tuple[Samples, Samples]], threshold: float = THRESHOLD, alpha: float = ALPHA
 ) -> list[Change]:
-    """The verdict on each pair's samples `b` against its samples `a` (higher is slower)."""
-    clean = [([x for x in a if not math.isnan(x)], [x for x in b if not math.isnan(x)])
-             for a, b in pairs]
-    return [_verdict(a, b, p, threshold, alpha) for (a, b), p in zip(clean, p_values(clean))]
+    """The verdict on each pair's samples `b` against its samples `a` (higher is slower), the
+    pairs being one family (see the module docstring)."""
+    clean = [
+        ([x for x in a if not math.isnan(x)], [x for x in b if not math.isnan(x)]) for a, b in pairs
+    ]
+    family = sum(1 for a, b in clean if _testable(a) and _testable(b))
+    tests = row_tests(
+        padded([a for a, _ in clean]), padded([b for _, b in clean]), pair_alpha(alpha, family)
+    )
+    p_values = tests[0].tolist()
+    significant = _benjamini_hochberg(p_values, alpha)
+    return [
+        _change(a, b, p, mdc, threshold, sig)
+        for (a, b), p, mdc, sig in zip(clean, p_values, tests[1].tolist(), significant)
+    ]
 
 
-def _verdict(a: Samples, b: Samples, p_value: float, threshold: float, alpha: float) -> Change:
+def pair_alpha(alpha: float, family: int) -> float:
+    """The level one pair must reach alone among `family` pairs judged together (Bonferroni's,
+    which is Benjamini-Hochberg's when one change stands alone): what the MDC is computed at."""
+    return alpha / max(family, 1)
+
+
+def family_verdicts(
+    change: np.ndarray,
+    p: np.ndarray,
+    detectable: np.ndarray,
+    threshold: float = THRESHOLD,
+    alpha: float = ALPHA,
+) -> np.ndarray:
+    """`judge`'s verdicts for many families at once, one family a row of the (families, pairs)
+    arrays (NaN p: untested, verdict ""), for the report's every pair of environments."""
+    import numpy as np
+
+    tested = ~np.isnan(p)
+    ordered = np.sort(p, axis=1)  # NaN last
+    ranks = np.arange(1, p.shape[1] + 1)
+    bound = alpha * ranks / np.maximum(tested.sum(axis=1, keepdims=True), 1)
+    with np.errstate(invalid="ignore"):
+        cut = np.where(ordered <= bound, ordered, -1.0).max(axis=1, initial=-1.0)
+        significant = tested & (p <= cut[:, None]) & (np.abs(change) > threshold)
+    out = np.where(detectable <= threshold, "same", "underpowered").astype(object)
+    out[significant] = np.where(change[significant] > 0, "slower", "faster")
+    out[~tested] = ""
+    return out
+
+
+def _testable(samples: Samples) -> bool:
+    return len(samples) >= MIN_SAMPLES and min(samples) > 0
+
+
+def _benjamini_hochberg(p_values: list[float], alpha: float) -> list[bool]:
+    """Which p-values Benjamini-Hochberg rejects at `alpha` (NaN: untested, never rejected)."""
+    tested = sorted(p for p in p_values if not math.isnan(p))
+    passing = [p for rank, p in enumerate(tested, start=1) if p <= alpha * rank / len(tested)]
+    cut = max(passing, default=-1.0)
+    return [not math.isnan(p) and p <= cut for p in p_values]
+
+
+def _change(
+    a: Samples, b: Samples, p_value: float, detectable: float, threshold: float, significant: bool
+) -> Change:
     median_a = statistics.median(a) if a else math.nan
     median_b = statistics.median(b) if b else math.nan
-    if math.isnan(p_value) or median_a <= 0:
-        return Change(median_a, median_b, math.nan, math.nan, "not comparable")
-    change = (median_b - median_a) / median_a
-    if abs(change) <= threshold or p_value >= alpha:
-        verdict = "same"
-    else:
-        verdict = "slower" if change > 0 else "faster"
-    return Change(median_a, median_b, change, p_value, verdict)
+    if math.isnan(p_value):  # too few samples, or a non-positive time (no log)
+        return Change(median_a, median_b, math.nan, math.nan, math.nan, math.nan, "not comparable")
+    change = median_b / median_a - 1
+    return Change(
+        median_a,
+        median_b,
+        change,
+        p_value,
+        detectable,
+        _pooled_spread(a, b),
+        verdict(change, significant, detectable, threshold),
+    )
 
 
-def p_values(pairs: Sequence[tuple[Samples, Samples]]) -> list[float]:
-    """Two-sided Mann-Whitney U p of each pair; NaN with fewer than MIN_SAMPLES on a side."""
-    xs, ys = padded([a for a, _ in pairs]), padded([b for _, b in pairs])
-    return [float(p) for p in row_p_values(xs, ys)]
+def verdict(
+    change: float, significant: bool, detectable: float, threshold: float = THRESHOLD
+) -> str:
+    """The rule's verdict on a tested pair (see the module docstring)."""
+    if abs(change) > threshold and significant:
+        return "slower" if change > 0 else "faster"
+    return "same" if detectable <= threshold else "underpowered"
+
+
+def _pooled_spread(a: Samples, b: Samples) -> float:
+    """Standard deviation of the log times, the two sides' variances averaged."""
+    variances = [statistics.variance([math.log(x) for x in side]) for side in (a, b)]
+    return math.sqrt(sum(variances) / 2)
+
+
+def detectable_at(spread: float, repeats: int, alpha: float = ALPHA, power: float = POWER) -> float:
+    """The MDC of two cells of `repeats` loads each whose log times have standard deviation
+    `spread` (Welch's df is then 2 * repeats - 2)."""
+    return float(_detectable(spread * math.sqrt(2 / repeats), 2 * repeats - 2, alpha, power))
+
+
+def repeats_needed(
+    spread: float,
+    threshold: float = THRESHOLD,
+    alpha: float = ALPHA,
+    power: float = POWER,
+    cap: int = 1000,
+) -> int | None:
+    """The fewest repeats per side (at most `cap`) whose MDC at `spread` is within `threshold`,
+    or None if even `cap` is not enough."""
+    import numpy as np
+
+    repeats = np.arange(MIN_SAMPLES, cap + 1)
+    enough = np.flatnonzero(
+        _detectable(spread * np.sqrt(2 / repeats), 2 * repeats - 2, alpha, power) <= threshold
+    )
+    return int(repeats[enough[0]]) if enough.size else None
+
+
+def _detectable(
+    se: float | np.ndarray, df: float | np.ndarray, alpha: float | np.ndarray, power: float
+) -> np.ndarray:
+    """exp((t[1 - alpha/2, df] + t[power, df]) * se) - 1, elementwise; 0 where se is 0 (two
+    constant samples: any shift is certain), whatever df (then NaN: 0 / 0)."""
+    import numpy as np
+    from scipy.stats import t  # scipy.stats takes ~1 s to import
+
+    with np.errstate(invalid="ignore"):
+        mdc = np.expm1((t.ppf(1 - alpha / 2, df) + t.ppf(power, df)) * se)
+    return np.where(np.asarray(se) == 0, 0.0, mdc)
 
 
 def padded(samples: Sequence[Samples]) -> np.ndarray:
@@ -81,7 +211,7 @@ def padded(samples: Sequence[Samples]) -> np.ndarray:
 
 
 def start_tests() -> None:
-    """Start importing scipy.stats in a worker process, where `row_p_values` then tests.
+    """Start importing scipy.stats in a worker process, where `row_tests` then tests.
 
     The import takes ~1.2 s, a third of reporting 10^5 records, and every command that tests
     (report, compare, history) first spends seconds parsing records on one core: a second core
@@ -109,9 +239,12 @@ def _end_with_parent() -> None:
         threading.Thread(target=lambda: (parent.join(), os._exit(0)), daemon=True).start()
 
 
-def row_p_values(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Two-sided Mann-Whitney U p of each row of `x` against the same row of `y` (rows as
-    `padded` makes them); NaN where a side has fewer than MIN_SAMPLES values.
+def row_tests(
+    x: np.ndarray, y: np.ndarray, alpha: float | np.ndarray = ALPHA, power: float = POWER
+) -> np.ndarray:
+    """Welch's two-sided p and the MDC of each row of `x` against the same row of `y` (rows as
+    `padded` makes them), as the rows of a (2, rows) array; NaN where a side has fewer than
+    MIN_SAMPLES values or a value is not positive.
 
     Computed in the worker of `start_tests` if one was started; here if not, or if it died
     (a report must not fail because a helper process was killed).
@@ -121,33 +254,43 @@ def row_p_values(x: np.ndarray, y: np.ndarray) -> np.ndarray:
         from concurrent.futures.process import BrokenProcessPool
 
         try:
-            return _tester.submit(_row_p_values, x, y).result()
+            return _tester.submit(_row_tests, x, y, alpha, power).result()
         except BrokenProcessPool:
             _tester = None
-    return _row_p_values(x, y)
+    return _row_tests(x, y, alpha, power)
 
 
-def _row_p_values(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """`row_p_values`, in this process.
-
-    One scipy call per group of rows alike in sizes and in having ties: a call costs ~2 ms,
-    and the report tests every pair of environments on every cell (10^5 tests for a big sweep).
-    Grouping this way gives each row the p of a call of its own (scipy picks the exact or the
-    normal method by sizes and ties).
+def _row_tests(x: np.ndarray, y: np.ndarray, alpha: float | np.ndarray, power: float) -> np.ndarray:
+    """`row_tests`, in this process: the t statistic from each row's log mean and variance,
+    all rows at once. scipy's `ttest_ind(equal_var=False)` gives the same p one row at a
+    time (rows differ in length, and its NaN-omitting path loops over them), and the report
+    tests every pair of environments on every cell: 10^5 tests for a big sweep.
     """
     import numpy as np
-    from scipy.stats import mannwhitneyu  # scipy.stats takes ~1 s to import
+    from scipy.stats import t
 
-    found = np.full(len(x), np.nan)
-    n_x, n_y = (np.count_nonzero(~np.isnan(side), axis=1) for side in (x, y))
-    both = np.sort(np.concatenate([x, y], axis=1), axis=1)  # NaN sorts last and equals nothing
-    ties = (both[:, 1:] == both[:, :-1]).any(axis=1)
-    tested = np.flatnonzero(np.minimum(n_x, n_y) >= MIN_SAMPLES)
-    kind = ((n_x * (y.shape[1] + 1) + n_y) * 2 + ties)[tested]  # one number per (sizes, ties)
-    order = np.argsort(kind, kind="stable")
-    starts = np.flatnonzero(np.diff(kind[order]))
-    for rows in np.split(tested[order], starts + 1) if tested.size else []:
-        size_x, size_y = n_x[rows[0]], n_y[rows[0]]
-        with np.errstate(all="ignore"):  # identical samples: scipy's p is NaN, not a warning
-            found[rows] = mannwhitneyu(x[rows, :size_x], y[rows, :size_y], axis=1).pvalue
+    found = np.full((2, len(x)), np.nan)
+    moments = []
+    for side in (x, y):
+        with np.errstate(all="ignore"):  # log of NaN padding; empty rows divide by zero
+            logs = np.log(side)
+            n = np.count_nonzero(~np.isnan(side), axis=1)
+            mean = np.nansum(logs, axis=1) / n
+            moments.append((n, mean, np.nansum((logs - mean[:, None]) ** 2, axis=1) / (n - 1)))
+    (n_x, mean_x, var_x), (n_y, mean_y, var_y) = moments
+    positive = ~((x <= 0).any(axis=1) | (y <= 0).any(axis=1))
+    rows = np.flatnonzero((np.minimum(n_x, n_y) >= MIN_SAMPLES) & positive)
+    if not rows.size:
+        return found
+    share_x, share_y = var_x[rows] / n_x[rows], var_y[rows] / n_y[rows]
+    se = np.sqrt(share_x + share_y)
+    shift = mean_y[rows] - mean_x[rows]
+    with np.errstate(all="ignore"):  # se 0: both sides constant, handled below
+        df = (share_x + share_y) ** 2 / (
+            share_x**2 / (n_x[rows] - 1) + share_y**2 / (n_y[rows] - 1)
+        )
+        p = 2 * t.sf(np.abs(shift) / se, df)
+    found[0, rows] = np.where(se == 0, np.where(shift == 0, 1.0, 0.0), p)
+    level = np.broadcast_to(alpha, (len(x),))[rows]  # one level for all rows, or one a row
+    found[1, rows] = _detectable(se, df, level, power)
     return found

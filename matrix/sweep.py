@@ -16,6 +16,7 @@ import json
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
@@ -25,8 +26,11 @@ from harness.records import RecordWriter, dump_json, utc_now
 from matrix.environments import Environment, Skipped
 from matrix.plan import RunPlan
 from matrix.provisioners import Provisioner
-from matrix.records import MANIFEST, is_complete, read_jsonl
+from matrix.records import MANIFEST
 from matrix.runner import HarnessRun
+from matrix.stopping import set_aside
+
+FINISHED = ("ok", "resumed")  # manifest outcomes `--resume` skips
 
 
 @dataclass
@@ -56,9 +60,11 @@ class Sweep:
     outcomes: list[EnvOutcome] = field(default_factory=list)
     started: str = field(default_factory=utc_now)
     _ours: threading.Thread = field(init=False, repr=False)  # runs `meanwhile`
+    _finished: set[str] = field(init=False, repr=False)  # by the manifest of an earlier attempt
 
     def __post_init__(self) -> None:
         self._ours = threading.Thread(target=self.meanwhile or (lambda: None), daemon=True)
+        self._finished = finished_before(self.plan.run_dir)
 
     def run(self) -> list[EnvOutcome]:
         self.plan.run_dir.mkdir(parents=True, exist_ok=True)
@@ -79,16 +85,18 @@ class Sweep:
                         self._end(outcome, run)
         except KeyboardInterrupt:
             cleaned = self.provisioner.cleanup(self.plan.run_id)
-            self.console.print(f"[yellow]interrupted[/]: {escape(cleaned)}; "
-                               "every completed record is kept")
+            self.console.print(
+                f"[yellow]interrupted[/]: {escape(cleaned)}; every completed record is kept"
+            )
             self.outcomes.append(EnvOutcome(env_id="-", status="interrupted"))
             self._write_manifest(ended=utc_now())
             raise
         self._write_manifest(ended=utc_now())
         return self.outcomes
 
-    def _launch_next(self, waiting: Iterator[Environment], started: contextlib.ExitStack
-                     ) -> tuple[EnvOutcome, HarnessRun] | None:
+    def _launch_next(
+        self, waiting: Iterator[Environment], started: contextlib.ExitStack
+    ) -> tuple[EnvOutcome, HarnessRun] | None:
         """The next environment's harness, launched; the ones before it that need no run
         (complete already, or not made) are recorded on the way."""
         for env in waiting:
@@ -98,22 +106,24 @@ class Sweep:
             self._add(outcome)
         return None
 
-    def _start(self, env: Environment, started: contextlib.ExitStack
-               ) -> tuple[EnvOutcome, HarnessRun | None]:
+    def _start(
+        self, env: Environment, started: contextlib.ExitStack
+    ) -> tuple[EnvOutcome, HarnessRun | None]:
         """Make (or find) the environment and launch its harness, held at its start gate;
         no harness for one already complete in this run, or one that could not be made."""
         records = self.plan.run_dir / f"{env.id}.jsonl"
-        if records.exists():
-            if is_complete(read_jsonl(records).records):
-                self.console.print(f"{env.id}: already complete in this run, skipped")
-                return EnvOutcome(env.id, "resumed"), None
-            records.rename(records.with_suffix(".jsonl.partial"))  # keep it, out of the merge
+        if env.id in self._finished:
+            self.console.print(f"{env.id}: already complete in this run, skipped")
+            return EnvOutcome(env.id, "resumed"), None
+        set_aside(records)  # an interrupted attempt's: kept, out of the merge
         what = "image" if self.provisioner.name == "docker" else "virtual environment"
         self.console.print(f"[bold]{escape(env.id)}[/]: {what}")
-        ready = self.provisioner.prepare(env, self.plan.run_dir / f"{env.id}.build.log",
-                                         self._build_line(env))
-        outcome = EnvOutcome(env.id, "ok", image=ready.ref, image_built=ready.built,
-                             build_s=ready.seconds)
+        ready = self.provisioner.prepare(
+            env, self.plan.run_dir / f"{env.id}.build.log", self._build_line(env)
+        )
+        outcome = EnvOutcome(
+            env.id, "ok", image=ready.ref, image_built=ready.built, build_s=ready.seconds
+        )
         if ready.backend is None:
             return self._fail(outcome, "build-failed", ready.reason), None
         if self._ours.ident is None:  # `meanwhile` runs from the first launch to that gate
@@ -126,8 +136,11 @@ class Sweep:
         ended = run.finish()
         outcome.run_s = ended.seconds
         if ended.returncode != 0 and not ended.interrupted:
-            self._fail(outcome, "run-failed",
-                       f"harness exited with code {ended.returncode}; see {ended.log_file}")
+            self._fail(
+                outcome,
+                "run-failed",
+                f"harness exited with code {ended.returncode}; see {ended.log_file}",
+            )
         self._add(outcome)
 
     def _add(self, outcome: EnvOutcome) -> None:
@@ -139,8 +152,9 @@ class Sweep:
 
     def _fail(self, outcome: EnvOutcome, status: str, reason: str) -> EnvOutcome:
         """Record the failure where the report looks (the environment's records), then go on."""
-        writer = RecordWriter(str(self.plan.run_dir / f"{outcome.env_id}.jsonl"),
-                              self.plan.run_id, outcome.env_id)
+        writer = RecordWriter(
+            str(self.plan.run_dir / f"{outcome.env_id}.jsonl"), self.plan.run_id, outcome.env_id
+        )
         writer.write("failure", scope="environment", reason=reason)
         writer.close()
         self.console.print(f"[red]{escape(outcome.env_id)}[/]: {escape(reason)}")
@@ -155,17 +169,40 @@ class Sweep:
         return show
 
     def _write_manifest(self, ended: str | None) -> None:
-        dump_json(str(self.plan.run_dir / MANIFEST), {
-            "run_id": self.plan.run_id,
-            "started": self.started,
-            "ended": ended,
-            "matrix": json.loads(self.plan.config.model_dump_json()),
-            "backend": self.provisioner.name,
-            "host": machine(),
-            "environments": [asdict(env) | {"id": env.id} for env in self.environments],
-            "skipped": [asdict(s) for s in self.skipped],
-            "outcomes": [asdict(o) for o in self.outcomes],
-        })
+        dump_json(
+            str(self.plan.run_dir / MANIFEST),
+            {
+                "run_id": self.plan.run_id,
+                "started": self.started,
+                "ended": ended,
+                "matrix": json.loads(self.plan.config.model_dump_json()),
+                "backend": self.provisioner.name,
+                "host": machine(),
+                "environments": [asdict(env) | {"id": env.id} for env in self.environments],
+                "skipped": [asdict(s) for s in self.skipped],
+                "outcomes": [asdict(o) for o in self.outcomes],
+            },
+        )
+
+
+def finished_before(run_dir: Path) -> set[str]:
+    """The environments an earlier attempt at this run finished, by the host's own word.
+
+    Only the manifest counts (`ok`, or `resumed` by an attempt before it): `matrix` writes it
+    from each harness's exit status, where no container can reach. A `done` record does not: a
+    container writes its records file, and could write `done` without having measured anything.
+    """
+    try:
+        outcomes = json.loads((run_dir / MANIFEST).read_text()).get("outcomes")
+    except (OSError, ValueError, AttributeError):  # none yet, unreadable, or not an object
+        return set()
+    if not isinstance(outcomes, list):
+        return set()
+    return {
+        o["env_id"]
+        for o in outcomes
+        if isinstance(o, dict) and o.get("status") in FINISHED and isinstance(o.get("env_id"), str)
+    }
 
 
 def summary_line(outcomes: list[EnvOutcome]) -> str:
@@ -177,4 +214,3 @@ def summary_line(outcomes: list[EnvOutcome]) -> str:
     parts = ", ".join(f"{n} {status}" for status, n in counts.items())
     names = f" ({', '.join(o.env_id for o in failed)})" if failed else ""
     return f"{len(outcomes)} environments: {parts}{names}"
-

@@ -13,7 +13,9 @@ Docker images: without .pyc files (and with PYTHONDONTWRITEBYTECODE set, as on s
 every fresh trial process would compile TensorFlow's Python again, and `import_s` would measure
 the compiler — 12–15 s instead of 5–7 s here. uv does not read pip's configuration, so the host's
 pip settings (index, extra index, find-links, CA bundle, proxy) are passed to it explicitly; a
-mirror that pip can use, uv then uses too.
+mirror that pip can use, uv then uses too. They go in uv's environment variables, never on its
+command line: an index URL can carry a user and password, and any local user can read a process's
+arguments (`ps`). The build log, also readable by others, has every URL's user:password masked.
 """
 
 from __future__ import annotations
@@ -32,15 +34,19 @@ from typing import IO
 
 import harness
 from matrix.environments import Environment
-from matrix.pipsettings import host_pip_options
+from matrix.pipsettings import host_pip_options, redact
 
 COMPLETE = ".tf-load-matrix-complete"  # written last: a folder without it is a failed install
 HARNESS_PATH = "harness-path"  # <venv>/harness-path/harness -> this checkout's harness package
 TAIL_LINES = 3
 
-# pip option -> uv flag; uv takes each value as one argument per URL or folder.
-_UV_FLAGS = {"index-url": "--index-url", "extra-index-url": "--extra-index-url",
-             "find-links": "--find-links"}
+# pip option -> (uv's variable for it, how it joins several values): uv's --index-url takes one
+# URL, --extra-index-url a space-separated list, --find-links a comma-separated one.
+_UV_VARIABLES = {
+    "index-url": ("UV_INDEX_URL", None),
+    "extra-index-url": ("UV_EXTRA_INDEX_URL", " "),
+    "find-links": ("UV_FIND_LINKS", ","),
+}
 
 
 @dataclass(frozen=True)
@@ -66,14 +72,20 @@ class VenvResult:
 
 def venv_path(env: Environment, interpreter: Path, build_root: Path) -> Path:
     """`<build_root>/venvs/<env id>-<first 12 hex digits of what it is made of>`."""
-    made_of = json.dumps({"python": str(interpreter), "packages": list(env.packages),
-                          "bytecode": "compiled"})
+    made_of = json.dumps(
+        {"python": str(interpreter), "packages": list(env.packages), "bytecode": "compiled"}
+    )
     digest = hashlib.sha256(made_of.encode()).hexdigest()[:12]
     return build_root / "venvs" / f"{env.id}-{digest}"
 
 
-def ensure_venv(env: Environment, interpreter: Path, build_root: Path, log_path: Path,
-                on_line: Callable[[str], None] | None = None) -> VenvResult:
+def ensure_venv(
+    env: Environment,
+    interpreter: Path,
+    build_root: Path,
+    log_path: Path,
+    on_line: Callable[[str], None] | None = None,
+) -> VenvResult:
     """The venv of `env` made from `interpreter`, installed unless a complete one exists.
 
     Failures are returned, never raised: one environment whose pins cannot install must not stop
@@ -85,9 +97,14 @@ def ensure_venv(env: Environment, interpreter: Path, build_root: Path, log_path:
     reason = _install(env, interpreter, path, log_path, on_line) if built else ""
     if not reason:
         _link_harness(path)
-    return VenvResult(env_id=env.id, path=path, built=built and not reason,
-                      seconds=round(time.monotonic() - start, 3),
-                      status="error" if reason else "ok", reason=reason)
+    return VenvResult(
+        env_id=env.id,
+        path=path,
+        built=built and not reason,
+        seconds=round(time.monotonic() - start, 3),
+        status="error" if reason else "ok",
+        reason=reason,
+    )
 
 
 def uv_command() -> list[str]:
@@ -97,19 +114,17 @@ def uv_command() -> list[str]:
     return [found] if found else [sys.executable, "-m", "uv"]
 
 
-def uv_index_args(options: Mapping[str, str]) -> list[str]:
-    """The host's pip options as uv flags. pip picks the best version across all indexes;
-    uv only does so when told (`unsafe-best-match`), so it is told, to resolve as pip would."""
-    args = ["--index-strategy", "unsafe-best-match"]
-    for key, flag in _UV_FLAGS.items():
-        for value in options.get(key, "").split():
-            args += [flag, value]
-    return args
-
-
 def uv_environ(options: Mapping[str, str]) -> dict[str, str]:
-    """The process environment for uv: pip's `cert` and `proxy` become what uv reads."""
-    environ = dict(os.environ)
+    """The process environment for uv: the host's pip options as the variables uv reads.
+
+    pip picks the best version across all indexes; uv only does so when told
+    (`unsafe-best-match`), so it is told, to resolve as pip would.
+    """
+    environ = dict(os.environ, UV_INDEX_STRATEGY="unsafe-best-match")
+    for key, (variable, separator) in _UV_VARIABLES.items():
+        values = options.get(key, "").split()
+        if values:
+            environ[variable] = separator.join(values) if separator else values[0]
     if options.get("cert"):
         environ["SSL_CERT_FILE"] = options["cert"]
     if options.get("proxy"):
@@ -118,20 +133,32 @@ def uv_environ(options: Mapping[str, str]) -> dict[str, str]:
     return environ
 
 
-def _install(env: Environment, interpreter: Path, path: Path, log_path: Path,
-             on_line: Callable[[str], None] | None) -> str:
+def _install(
+    env: Environment,
+    interpreter: Path,
+    path: Path,
+    log_path: Path,
+    on_line: Callable[[str], None] | None,
+) -> str:
     """Create the venv afresh and install the pins; "" on success, else a one-line reason."""
     shutil.rmtree(path, ignore_errors=True)  # a half-made one from an interrupted install
     options = host_pip_options()
     steps = [
         [*uv_command(), "venv", "--quiet", "--python", str(interpreter), str(path)],
-        [*uv_command(), "pip", "install", "--python", str(path / "bin" / "python"),
-         "--compile-bytecode", *uv_index_args(options), *env.packages],
+        [
+            *uv_command(),
+            "pip",
+            "install",
+            "--python",
+            str(path / "bin" / "python"),
+            "--compile-bytecode",
+            *env.packages,
+        ],
     ]
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("w", encoding="utf-8", buffering=1) as log:
         for argv in steps:
-            log.write(f"$ {' '.join(argv)}\n")
+            log.write(redact(f"$ {' '.join(argv)}\n"))
             reason = _follow(argv, uv_environ(options), log, on_line)
             if reason:
                 return f"{reason} (log: {log_path})"
@@ -139,23 +166,30 @@ def _install(env: Environment, interpreter: Path, path: Path, log_path: Path,
     return ""
 
 
-def _follow(argv: list[str], environ: dict[str, str], log: IO[str],
-            on_line: Callable[[str], None] | None) -> str:
+def _follow(
+    argv: list[str], environ: dict[str, str], log: IO[str], on_line: Callable[[str], None] | None
+) -> str:
     """Run one install step, copying its output to `log` and `on_line`; the failure's reason."""
     tail: list[str] = []
     try:
-        with subprocess.Popen(argv, env=environ, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True) as proc:
+        with subprocess.Popen(
+            argv,
+            env=environ,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        ) as proc:
             assert proc.stdout is not None
-            for line in proc.stdout:
+            for line in map(redact, proc.stdout):
                 log.write(line)
                 if line.strip():
-                    tail = [*tail[-(TAIL_LINES - 1):], line.strip()]
+                    tail = [*tail[-(TAIL_LINES - 1) :], line.strip()]
                     if on_line:
                         on_line(line.rstrip())
             returncode = proc.wait()
     except (OSError, subprocess.SubprocessError) as exc:
-        return f"{Path(argv[0]).name} {argv[1]} failed: {exc}"
+        return redact(f"{Path(argv[0]).name} {argv[1]} failed: {exc}")
     if returncode:
         return f"{Path(argv[0]).name} {argv[1]} exited with {returncode}: {' | '.join(tail)}"
     return ""

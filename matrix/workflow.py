@@ -20,14 +20,17 @@ from matrix.backends import Backend, get_backend
 from matrix.config import BUILTIN_LABEL, MatrixConfig, find_config_file, load_config
 from matrix.environments import expand
 from matrix.errors import ConfigError, EnvironmentFailure, ExitCode, MatrixError
-from matrix.plan import RUN_ID, RunPlan, new_run_id
+from matrix.inputs import check_folder, check_run_id
+from matrix.plan import RunPlan, new_run_id
 from matrix.provisioners import DockerProvisioner, Provisioner, VenvProvisioner
 from matrix.pythons import find_pythons
-from matrix.records import error_count, is_complete, read_run
+from matrix.records import error_count, is_complete, read_jsonl, read_run
 from matrix.runner import RunOutcome, execute, log_tail
+from matrix.stopping import interrupted_code, remove_dead_runs_containers, set_aside
 
 if TYPE_CHECKING:
     from matrix.dataset import Dataset
+
 
 def load(config_file: Path | None, overrides: dict[str, Any]) -> tuple[MatrixConfig, str]:
     """The validated matrix and where it came from, for the run header."""
@@ -45,8 +48,10 @@ def choose_backend(config: MatrixConfig, console: Console) -> str:
         docker_client()
     except EnvironmentFailure as exc:
         if config.isolation == "container":
-            raise EnvironmentFailure("--isolation container needs a Docker daemon and none "
-                                     "answers: start it, or use --isolation process") from None
+            raise EnvironmentFailure(
+                "--isolation container needs a Docker daemon and none "
+                "answers: start it, or use --isolation process"
+            ) from None
         console.print(f"backend auto: venv ({escape(str(exc).split(':')[0])})")
         return "venv"
     console.print("backend auto: docker (a Docker daemon answers)")
@@ -55,14 +60,16 @@ def choose_backend(config: MatrixConfig, console: Console) -> str:
 
 # ---- local --------------------------------------------------------------------------------------
 
+
 def plan_run(config: MatrixConfig, run_id: str | None, resume: str | None) -> RunPlan:
     """The run's id, chosen before anything runs (the run lock names it): `--resume`'s, which
     must exist; `--run-id`, a folder name; or a new one."""
     if run_id and resume:
         raise ConfigError("--run-id and --resume: give one (--resume continues an existing run)")
-    if run_id is not None and not RUN_ID.fullmatch(run_id):
-        raise ConfigError(f"--run-id: {run_id!r} is not a folder name; use letters, digits, "
-                          "'.', '_' and '-', not starting with '.'")
+    for flag, value in (("--run-id", run_id), ("--resume", resume)):
+        if value is not None:
+            check_run_id(flag, value)  # a folder name: never `..`, a path or a flag
+    check_folder("results_dir", config.results_dir)
     plan = RunPlan(config=config, run_id=resume or run_id or new_run_id())
     if resume and not plan.run_dir.is_dir():
         raise ConfigError(f"--resume: no run {resume!r} under {config.results_dir}/")
@@ -76,50 +83,71 @@ def local_backend() -> Backend:
     return backend
 
 
-def run_local(plan: RunPlan, backend: Backend, source: str, console: Console,
-              html: bool = True) -> int:
-    """One environment: this interpreter and its own TensorFlow; `html` writes the report."""
+def run_local(
+    plan: RunPlan, backend: Backend, source: str, console: Console, html: bool = True
+) -> int:
+    """One environment: this interpreter and its own TensorFlow; `html` writes the report.
+
+    With `--resume` (or a `--run-id` used before) the environment is run again unless its
+    records are complete; those of the interrupted attempt are set aside, not appended to.
+    """
     env_id = backend.env_id()
     console.print(_header(plan, f"local ({env_id})", source))
+    records = plan.run_dir / f"{env_id}.jsonl"
+    if records.exists() and is_complete(read_jsonl(records).records):
+        console.print(f"{env_id}: already complete in this run, not run again")
+        return _report(plan, console, html)
+    set_aside(records)
     outcome = execute(plan, backend, env_id, console, meanwhile=_import_summary)
     code = _report(plan, console, html)
     if outcome.interrupted:
         console.print("[yellow]interrupted[/]: the records above are the ones completed")
-        return ExitCode.INTERRUPTED
+        return interrupted_code()
     if outcome.returncode != 0:
-        raise _harness_failure(outcome, console)
+        raise harness_failure(outcome)
     return code
 
 
-def _harness_failure(outcome: RunOutcome, console: Console) -> MatrixError:
-    """Show the end of the harness log, and the error matching the harness's exit code."""
+def harness_failure(outcome: RunOutcome) -> MatrixError:
+    """Show the end of the harness log on stderr, and the error matching its exit code."""
     tail = log_tail(outcome.log_file)
+    errors = Console(stderr=True)
     for line in tail:
-        console.print(f"  | {escape(line)}", highlight=False, stderr=True)
+        errors.print(f"  | {escape(line)}", highlight=False)
     if outcome.returncode == 2:  # the harness rejected an argument this orchestrator let through
         return ConfigError(f"the harness rejected its arguments: {tail[-1] if tail else '?'}")
+    causes = [
+        r.get("reason")
+        for r in read_jsonl(outcome.records_file).records
+        if r.get("kind") == "failure" and r.get("scope") == "environment"
+    ]
+    # The cause is the last line of the stderr tail the harness kept (`a | b | ImportError: …`).
+    cause = f": {str(causes[-1]).split(' | ')[-1].strip()}" if causes else ""
     return EnvironmentFailure(
-        f"the harness exited with code {outcome.returncode}; full log: {outcome.log_file}"
+        f"the harness exited with code {outcome.returncode}{cause}; full log: {outcome.log_file}"
     )
 
 
 # ---- docker and venv: a sweep over environments -----------------------------------------------
 
-def provisioner_for(backend: str, build_root: Path, allow_cache_drop: bool) -> Provisioner:
+
+def provisioner_for(backend: str, build_root: Path) -> Provisioner:
     """How `backend` makes environments: images on the Docker engine, or venvs on this host."""
+    check_folder("--build-dir", build_root)
     if backend == "docker":
         from matrix.images import docker_client
 
-        return DockerProvisioner(docker_client(), build_root, allow_cache_drop)
+        return DockerProvisioner(docker_client(), build_root)
     return VenvProvisioner(build_root, find_pythons())
 
 
-def run_sweep(plan: RunPlan, source: str, console: Console, provisioner: Provisioner,
-              html: bool = True) -> int:
+def run_sweep(
+    plan: RunPlan, source: str, console: Console, provisioner: Provisioner, html: bool = True
+) -> int:
     """Every planned environment made (or found) and measured in turn, one after another.
 
-    Environments already complete in the run's folder are skipped: that is what `--resume`
-    and jobs sharing one `--run-id` rely on."""
+    Environments the run's manifest lists as finished are skipped: that is what `--resume`
+    and jobs sharing one `--run-id` on one host rely on."""
     from matrix.sweep import Sweep, summary_line
 
     environments, skipped = provisioner.plan(plan.config)
@@ -130,16 +158,27 @@ def run_sweep(plan: RunPlan, source: str, console: Console, provisioner: Provisi
     where = f"{provisioner.name} ({len(environments)} environments)"
     console.print(_header(plan, where, source))
     try:
-        outcomes = Sweep(plan, provisioner, environments, skipped, console,
-                         meanwhile=_import_summary).run()
+        outcomes = Sweep(
+            plan, provisioner, environments, skipped, console, meanwhile=_import_summary
+        ).run()
     except KeyboardInterrupt:
         _report(plan, console)
         console.print(f"resume with: matrix run --resume {plan.run_id}")
-        return ExitCode.INTERRUPTED
+        return interrupted_code()
     code = _report(plan, console, html)
     console.print(summary_line(outcomes))
     failed = any(o.status in ("build-failed", "run-failed") for o in outcomes)
     return ExitCode.CELLS_FAILED if failed else code
+
+
+def remove_dead_runs(console: Console) -> None:
+    """Remove the containers of runs killed outright (their `matrix` could not): still running,
+    they would time their trials beside this run's, on the same CPUs."""
+    from matrix.images import docker_client
+
+    runs = remove_dead_runs_containers(docker_client())
+    if runs:
+        console.print(f"removed the containers left by ended run(s) {escape(', '.join(runs))}")
 
 
 def render_all(config: MatrixConfig, build_root: Path, console: Console) -> int:
@@ -149,6 +188,7 @@ def render_all(config: MatrixConfig, build_root: Path, console: Console) -> int:
     environments, skipped = expand(config)
     for cell in skipped:
         console.print(f"[yellow]skipped[/] {escape(cell.id)}: {escape(cell.reason)}")
+    check_folder("--build-dir", build_root)
     for env in environments:
         context = write_build_context(env, build_root)
         console.print(f"{escape(env.id)}: {escape(str(context / 'Dockerfile'))}")
@@ -159,8 +199,9 @@ def build_all(config: MatrixConfig, build_root: Path, console: Console) -> int:
     """Build (or find, by content hash) every environment's image; failures do not stop it."""
     from matrix.images import docker_client, ensure_image
 
+    check_folder("--build-dir", build_root)
     client = docker_client()
-    environments, skipped = DockerProvisioner(client, build_root, False).plan(config)
+    environments, skipped = DockerProvisioner(client, build_root).plan(config)
     for cell in skipped:
         console.print(f"[yellow]skipped[/] {escape(cell.id)}: {escape(cell.reason)}")
     table = Table("environment", "image", "built", "seconds", "status")
@@ -172,8 +213,13 @@ def build_all(config: MatrixConfig, build_root: Path, console: Console) -> int:
         result = ensure_image(client, env, build_root, logs / f"{env.id}.log")
         results.append(result)
         status = "ok" if result.status == "ok" else f"error: {result.reason}"
-        table.add_row(env.id, result.tag, "yes" if result.built else "no (cached)",
-                      f"{result.seconds:.1f}", escape(status))
+        table.add_row(
+            env.id,
+            result.tag,
+            "yes" if result.built else "no (cached)",
+            f"{result.seconds:.1f}",
+            escape(status),
+        )
     console.print(table)
     built = sum(r.built for r in results)
     console.print(f"{built} image(s) built, {len(results) - built} found by content hash")
@@ -181,6 +227,7 @@ def build_all(config: MatrixConfig, build_root: Path, console: Console) -> int:
 
 
 # ---- shared -------------------------------------------------------------------------------------
+
 
 def _import_summary() -> None:
     """Import what the end-of-run summary needs (pandas: ~0.5 s of CPU).
@@ -196,7 +243,7 @@ def _header(plan: RunPlan, where: str, source: str) -> str:
     c = plan.config
     return escape(
         f"run {plan.run_id} on {where}, matrix from {source}: "
-        f"{','.join(c.models)} × {len(c.formats)} formats × cache {','.join(c.cache)}, "
+        f"{','.join(c.model_names)} × {len(c.formats)} formats × cache {','.join(c.cache)}, "
         f"{c.repeats} repeats + {c.warmup} warm-up, process {c.process}"
     )
 
@@ -220,8 +267,11 @@ def _report(plan: RunPlan, console: Console, html: bool = False) -> int:
     by_env: dict[str, list] = {}
     for record in found.records:
         by_env.setdefault(str(record.get("env_id")), []).append(record)
-    cut = [env for env, records in by_env.items() if not is_complete(records)
-           and not any(r.get("kind") == "failure" for r in records)]
+    cut = [
+        env
+        for env, records in by_env.items()
+        if not is_complete(records) and not any(r.get("kind") == "failure" for r in records)
+    ]
     if cut:
         names = escape(", ".join(cut))
         console.print(f"[yellow]warning[/] ended without its 'done' record: {names}")
@@ -233,9 +283,15 @@ def _report(plan: RunPlan, console: Console, html: bool = False) -> int:
 REPORTS = Path("reports")  # where `matrix run` writes its report, as `matrix report` does
 
 
-def report(ds: Dataset, out: Path, results_dir: Path, console: Console,
-           baseline_format: str = "h5", baseline_env: str | None = None,
-           export_to: Path | None = None) -> Path:
+def report(
+    ds: Dataset,
+    out: Path,
+    results_dir: Path,
+    console: Console,
+    baseline_format: str = "h5",
+    baseline_env: str | None = None,
+    export_to: Path | None = None,
+) -> Path:
     """The HTML report of `ds` as `<out>/<report id>/index.html`, `<out>/latest` pointing to it.
 
     The history section covers every run under `results_dir`, not only the ones reported: a
@@ -250,17 +306,28 @@ def report(ds: Dataset, out: Path, results_dir: Path, console: Console,
         raise ConfigError("nothing to report: the runs hold no readable records")
     envs = sorted(ds.environments["env_id"].dropna().unique())
     if baseline_env is not None and baseline_env not in envs:
-        raise ConfigError(f"--baseline-env {baseline_env!r} is not an environment of these runs; "
-                          f"choose one of: {', '.join(envs)}")
+        raise ConfigError(
+            f"--baseline-env {baseline_env!r} is not an environment of these runs; "
+            f"choose one of: {', '.join(envs)}"
+        )
     stats = cell_stats(ds, baseline_format, baseline_env)
     if export_to is not None:
         for path in export(ds, stats, export_to):
             console.print(f"exported: {escape(str(path))}")
     history = history_frame(results_dir)
-    title = f"Load times, run {runs[0]}" if len(runs) == 1 else (
-        f"Load times, {len(runs)} runs merged ({runs[0]} … {runs[-1]})")
-    path = write_report(ds, stats, cell_problems(ds), out / _report_id(runs), title,
-                        history=history if history["run_id"].nunique() > 1 else None)
+    title = (
+        f"Load times, run {runs[0]}"
+        if len(runs) == 1
+        else (f"Load times, {len(runs)} runs merged ({runs[0]} … {runs[-1]})")
+    )
+    path = write_report(
+        ds,
+        stats,
+        cell_problems(ds),
+        out / _report_id(runs),
+        title,
+        history=history if history["run_id"].nunique() > 1 else None,
+    )
     _point_latest(out, path.parent)
     console.print(f"report: {escape(str(path))}")
     return path
@@ -268,6 +335,8 @@ def report(ds: Dataset, out: Path, results_dir: Path, console: Console,
 
 def _report_id(runs: list[str]) -> str:
     """The run id, or for merged runs the newest id plus a digest of the set (one per set)."""
+    for run in runs:  # the readers let only folder names through; a Dataset made otherwise too
+        check_run_id("a run id of the records", run)
     if len(runs) == 1:
         return runs[0]
     digest = hashlib.sha1("\n".join(runs).encode()).hexdigest()[:6]

@@ -23,8 +23,11 @@ from matrix.errors import EnvironmentFailure
 from matrix.images import ImageResult, docker_client, ensure_image
 from tests.docker_matrix import BASE_IMAGE, MATRIX_YAML
 
-CPU_ENV = next(e for e in expand(load_config(None, yaml.safe_load(MATRIX_YAML)))[0]
-               if e.id == "tf2.21-py3.11-cpu")
+CPU_ENV = next(
+    e
+    for e in expand(load_config(None, yaml.safe_load(MATRIX_YAML)))[0]
+    if e.id == "tf2.21-py3.11-cpu"
+)
 
 
 @pytest.fixture(scope="session")
@@ -58,8 +61,12 @@ def image_build_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def cpu_image(cpu_env: Environment, docker_engine: docker.DockerClient, image_build_root: Path,
-              tmp_path_factory: pytest.TempPathFactory) -> ImageResult:
+def cpu_image(
+    cpu_env: Environment,
+    docker_engine: docker.DockerClient,
+    image_build_root: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> ImageResult:
     """The image of `cpu_env`; its first build downloads TensorFlow (a minute or more)."""
     log = tmp_path_factory.mktemp("image-logs") / f"{cpu_env.id}.log"
     result = ensure_image(docker_engine, cpu_env, image_build_root, log)

@@ -26,9 +26,14 @@ base_images:
 
 def matrix(cwd: Path, *args: str, env: dict[str, str] | None = None):
     """`matrix ARGS` run in `cwd` as a user would, in a wide terminal so no line is wrapped."""
-    return subprocess.run([sys.executable, "-m", "matrix", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=1800, env={**os.environ, "COLUMNS": "200",
-                                                        **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "matrix", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        env={**os.environ, "COLUMNS": "200", **(env or {})},
+    )
 
 
 def records(run_dir: Path, env_id: str) -> list[dict]:

@@ -13,14 +13,32 @@ FLOAT_FORMATS = ("savedmodel", "savedmodel-keras", "h5", "keras", "weights-h5", 
 
 
 def harness_cmd(out: Path, *args: str, run_id: str = "test") -> list[str]:
-    return [sys.executable, "-m", "harness", "run", "--out", str(out), "--run-id", run_id,
-            "--env-id", "test-env", *args]
+    return [
+        sys.executable,
+        "-m",
+        "harness",
+        "run",
+        "--out",
+        str(out),
+        "--run-id",
+        run_id,
+        "--env-id",
+        "test-env",
+        *args,
+    ]
 
 
-def run_harness(out: Path, *args: str, env: dict[str, str] | None = None,
-                timeout: int = 900) -> subprocess.CompletedProcess:
-    return subprocess.run(harness_cmd(out, *args), capture_output=True, text=True, cwd=ROOT,
-                          env={**os.environ, **(env or {})}, timeout=timeout)
+def run_harness(
+    out: Path, *args: str, env: dict[str, str] | None = None, timeout: int = 900
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        harness_cmd(out, *args),
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        timeout=timeout,
+    )
 
 
 def read_records(out: Path) -> list[dict]:

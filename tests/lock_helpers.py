@@ -25,8 +25,13 @@ with run_lock(Path(sys.argv[1]), run_id="{HELD_RUN_ID}"):
 
 def start_holder(results: Path) -> subprocess.Popen:
     """A process holding the lock of `results` (and writing run HELD_RUN_ID in it)."""
-    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(results)], cwd=ROOT,
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(results)],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout is not None and proc.stdout.readline() == "held\n"
     return proc
 

@@ -31,8 +31,18 @@ HOSTILE_REASON = "</script><script>window.__xss=2</script> in stderr"
 SLOWDOWN = 1.3
 Record = dict
 
-HARNESS_ARGS = ["--models", MODEL, "--formats", "h5,tflite", "--cache", "warm,cold-model",
-                "--repeats", "3", "--warmup", "0"]
+HARNESS_ARGS = [
+    "--models",
+    MODEL,
+    "--formats",
+    "h5,tflite",
+    "--cache",
+    "warm,cold-model",
+    "--repeats",
+    "3",
+    "--warmup",
+    "0",
+]
 
 
 def real_run(base: Path, run_id: str = "rep-a") -> Path:
@@ -41,8 +51,19 @@ def real_run(base: Path, run_id: str = "rep-a") -> Path:
     records = out / f"{ENV_ID}.jsonl"
     if records.exists() and '"kind": "done"' in records.read_text():
         return out
-    cmd = [sys.executable, "-m", "harness", "run", "--out", str(out), "--run-id", run_id,
-           "--env-id", ENV_ID, *HARNESS_ARGS]
+    cmd = [
+        sys.executable,
+        "-m",
+        "harness",
+        "run",
+        "--out",
+        str(out),
+        "--run-id",
+        run_id,
+        "--env-id",
+        ENV_ID,
+        *HARNESS_ARGS,
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     return out
@@ -91,8 +112,10 @@ def derived_run(real: Path, out: Path) -> Path:
 
     slower = _rewritten(records, next_night)
     body, done = slower[:-1], slower[-1:]
-    _write(out / f"{ENV_ID}.jsonl",
-           body + _renamed(slower, SCRIPT_NAME) + _renamed(slower, IMG_NAME) + done)
+    _write(
+        out / f"{ENV_ID}.jsonl",
+        body + _renamed(slower, SCRIPT_NAME) + _renamed(slower, IMG_NAME) + done,
+    )
 
     def tf_keras(r: Record) -> Record:
         r["env_id"] = f"{ENV_ID}-tfkeras"
@@ -103,8 +126,13 @@ def derived_run(real: Path, out: Path) -> Path:
 
     other = _rewritten(slower, tf_keras)
     common = {k: other[0][k] for k in ("schema_version", "run_id", "env_id", "time")}
-    failure = {**common, "kind": "failure", "scope": "model", "model": SCRIPT_NAME,
-               "reason": HOSTILE_REASON}
+    failure = {
+        **common,
+        "kind": "failure",
+        "scope": "model",
+        "model": SCRIPT_NAME,
+        "reason": HOSTILE_REASON,
+    }
     _write(out / f"{ENV_ID}-tfkeras.jsonl", [*other[:-1], failure, *other[-1:]])
     return out
 
@@ -130,6 +158,66 @@ def sweep_run(real: Path, out: Path, envs: int, models: int) -> Path:
             return r
 
         _write(out / f"{env_id}.jsonl", _rewritten([*head, *body, *done], moved))
+    return out
+
+
+HYPERVISOR = "KVM"
+SLOW_FIRST_CALL_S = 5.0  # added to TFLite's first inference: it still loads fastest
+FAILED_REL_ERR = 0.42
+REUSED_LOADS = (0.9, 0.3, 0.2, 0.1)  # the article's method: the first load, then warm ones
+
+
+def verdict_run(source: Path, out: Path) -> Path:
+    """A run whose verdicts the report must show, made of `source`'s records (any schema)
+    rewritten with the figures schema 2 records: TFLite loads fastest but its first call is
+    slow, so h5 predicts first; TFLite fails parity and h5's reference is not informative; the
+    environment is a VM whose I/O floor reads at 5 GB/s; and h5 has reused-process loads."""
+    (path,) = source.glob("*.jsonl")
+
+    def verdicts(r: Record) -> Record:
+        r.update(schema_version=2, run_id=out.name)
+        if r["kind"] == "environment":
+            r["hypervisor"] = HYPERVISOR
+        if r["kind"] == "artifact" and r.get("bytes"):
+            r["io_floor_s"] = r["bytes"] / 5e9
+        if r["kind"] == "trial" and r.get("load_s") is not None:
+            tflite = r["format"] == "tflite"
+            r["first_inference_s"] += SLOW_FIRST_CALL_S if tflite else 0.0
+            r["first_prediction_s"] = r["load_s"] + r["first_inference_s"]
+            r["device_init_s"] = 0.0 if tflite else 0.05
+            r["cold_start_s"] = r["import_s"] + r["device_init_s"] + r["first_prediction_s"]
+            r["inference_call"] = "tflite invoke" if tflite else "predict_on_batch"
+            r.update(
+                parity_status="fail" if tflite else "not-informative",
+                parity_rel_err=FAILED_REL_ERR if tflite else 0.0,
+                parity_tolerance=1e-3,
+                load_read_bytes=0,
+                load_major_faults=0,
+            )
+        return r
+
+    records = _rewritten(_read(path), verdicts)
+    warm_h5 = next(
+        r
+        for r in records
+        if r["kind"] == "trial"
+        and r["format"] == "h5"
+        and r["cache_mode"] == "warm"
+        and r["status"] == "ok"
+    )
+    reused = [
+        {
+            **warm_h5,
+            "cell_id": warm_h5["cell_id"].rsplit("/", 1)[0] + "/reused",
+            "process": "reused",
+            "load_index": i,
+            "load_s": load,
+            "first_prediction_s": load + warm_h5["first_inference_s"],
+            "cold_start_s": None if i else warm_h5["cold_start_s"],
+        }
+        for i, load in enumerate(REUSED_LOADS)
+    ]
+    _write(out / path.name, [*records[:-1], *reused, records[-1]])
     return out
 
 
@@ -160,5 +248,11 @@ def build_report(base: Path) -> Path:
     if report.exists():
         return report
     got = report_inputs(base)
-    return write_report(got.ds, got.stats, got.problems, report.parent,
-                        f"Report of {SCRIPT_NAME}", history=got.history)
+    return write_report(
+        got.ds,
+        got.stats,
+        got.problems,
+        report.parent,
+        f"Report of {SCRIPT_NAME}",
+        history=got.history,
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -38,7 +39,7 @@ def _run(*args: str):
         (
             ["--run-id", "../elsewhere"],
             "error: --run-id: '../elsewhere' is not a folder name; use letters, digits, '.', '_' "
-            "and '-', not starting with '.'",
+            "and '-', not starting with '.' or '-'",
         ),
         (
             ["--run-id", "nightly-1", "--resume", "20261127-183000-ab12"],
@@ -83,8 +84,9 @@ def test_explicit_config_wins_over_the_local_file(in_tmp: Path) -> None:
 def test_a_flag_overrides_a_bad_file_value(in_tmp: Path) -> None:
     (in_tmp / "matrix.yaml").write_text("repeats: 0\n")
     result = _run("--repeats", "2", "--backend", "none")
-    assert result.stderr == ("error: --backend: must be 'local', 'docker', 'venv' or 'auto' "
-                             "(got 'none')\n")
+    assert result.stderr == (
+        "error: --backend: must be 'local', 'docker', 'venv' or 'auto' (got 'none')\n"
+    )
 
 
 def test_help_documents_the_exit_codes() -> None:
@@ -119,3 +121,47 @@ def test_cli_startup_imports_neither_pandas_nor_tensorflow() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_local_harness_failure_is_exit_3_with_its_log_on_stderr(tmp_path: Path) -> None:
+    """A local harness that fails shows its log's end and exits 3, not a traceback.
+
+    A `tensorflow` package that raises on import shadows the real one in the harness's
+    processes only (PYTHONPATH reaches them; `matrix` itself never imports TensorFlow), so the
+    real harness really fails its environment probe.
+    """
+    shadow = tmp_path / "shadow" / "tensorflow"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ImportError('planted: tensorflow is broken')\n")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "matrix",
+            "run",
+            "--backend",
+            "local",
+            "--models",
+            "dense-10k",
+            "--formats",
+            "h5",
+            "--cache",
+            "warm",
+            "--repeats",
+            "1",
+            "--warmup",
+            "0",
+            "--results-dir",
+            str(tmp_path / "results"),
+            "--no-report",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(shadow.parent)},
+    )
+    assert proc.returncode == 3, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert "planted: tensorflow is broken" in proc.stderr
+    assert "error: the harness exited with code 1" in proc.stderr

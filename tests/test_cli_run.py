@@ -23,9 +23,14 @@ MATRIX = [sys.executable, "-m", "matrix"]
 
 
 def matrix_run(cwd: Path, *args: str, env: dict[str, str] | None = None):
-    return subprocess.run([*MATRIX, "run", "--backend", "local", *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=1200,
-                          env={**os.environ, "COLUMNS": "200", **(env or {})})
+    return subprocess.run(
+        [*MATRIX, "run", "--backend", "local", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        env={**os.environ, "COLUMNS": "200", **(env or {})},
+    )
 
 
 def only_run_dir(results: Path) -> Path:
@@ -39,9 +44,21 @@ def records_of(run_dir: Path) -> list[dict]:
 
 
 def test_a_run_shows_progress_and_a_table_and_keeps_records(tmp_path: Path) -> None:
-    proc = matrix_run(tmp_path, "--models", "dense-10k", "--formats", "h5,tflite",
-                      "--cache", "warm", "--repeats", "2", "--warmup", "0",
-                      "--results-dir", "elsewhere")
+    proc = matrix_run(
+        tmp_path,
+        "--models",
+        "dense-10k",
+        "--formats",
+        "h5,tflite",
+        "--cache",
+        "warm",
+        "--repeats",
+        "2",
+        "--warmup",
+        "0",
+        "--results-dir",
+        "elsewhere",
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     run_dir = only_run_dir(tmp_path / "elsewhere")
     assert re.fullmatch(r"\d{8}-\d{6}-[0-9a-f]{4}", run_dir.name)
@@ -56,15 +73,28 @@ def test_a_run_shows_progress_and_a_table_and_keeps_records(tmp_path: Path) -> N
 
 def test_a_cell_error_exits_1_and_every_other_record_is_written(tmp_path: Path) -> None:
     """The TFLite save aborts (test-only hook calling the real os.abort in the save worker)."""
-    proc = matrix_run(tmp_path, "--models", "dense-10k", "--formats", "h5,tflite",
-                      "--cache", "warm", "--repeats", "1", "--warmup", "0",
-                      env={"HARNESS_TEST_ABORT_ARTIFACT": "tflite"})
+    proc = matrix_run(
+        tmp_path,
+        "--models",
+        "dense-10k",
+        "--formats",
+        "h5,tflite",
+        "--cache",
+        "warm",
+        "--repeats",
+        "1",
+        "--warmup",
+        "0",
+        env={"HARNESS_TEST_ABORT_ARTIFACT": "tflite"},
+    )
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "SIGABRT" in proc.stdout
     records = records_of(only_run_dir(tmp_path / "results"))
     assert records[-1]["kind"] == "done"
     assert {(r["format"], r["status"]) for r in records if r["kind"] == "trial"} == {
-        ("h5", "ok"), ("tflite", "error")}
+        ("h5", "ok"),
+        ("tflite", "error"),
+    }
 
 
 def test_without_tensorflow_the_local_backend_says_how_to_install(tmp_path: Path) -> None:
@@ -72,11 +102,16 @@ def test_without_tensorflow_the_local_backend_says_how_to_install(tmp_path: Path
     env_dir = tmp_path / "no-tf"
     venv.EnvBuilder(with_pip=True).create(env_dir)
     python = env_dir / "bin" / "python"
-    pip = subprocess.run([str(python), "-m", "pip", "install", "-q", "-e", str(ROOT)],
-                         capture_output=True, text=True)
+    pip = subprocess.run(
+        [str(python), "-m", "pip", "install", "-q", "-e", str(ROOT)], capture_output=True, text=True
+    )
     assert pip.returncode == 0, pip.stderr[-2000:]
-    proc = subprocess.run([str(python), "-m", "matrix", "run", "--backend", "local"],
-                          cwd=tmp_path, capture_output=True, text=True)
+    proc = subprocess.run(
+        [str(python), "-m", "matrix", "run", "--backend", "local"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 3
     assert proc.stderr.count("\n") == 1, proc.stderr
     assert "pip install 'tf-load-matrix[tf]'" in proc.stderr
@@ -86,8 +121,19 @@ def test_without_tensorflow_the_local_backend_says_how_to_install(tmp_path: Path
 @pytest.mark.slow
 def test_mobilenetv2_every_format_cold_end_to_end(tmp_path: Path) -> None:
     """The user's main job, on the real network: every format, whole page cache dropped."""
-    proc = matrix_run(tmp_path, "--models", "MobileNetV2", "--cache", "cold",
-                      "--repeats", "1", "--warmup", "0", "--inference-runs", "2")
+    proc = matrix_run(
+        tmp_path,
+        "--models",
+        "MobileNetV2",
+        "--cache",
+        "cold",
+        "--repeats",
+        "1",
+        "--warmup",
+        "0",
+        "--inference-runs",
+        "2",
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
     records = records_of(only_run_dir(tmp_path / "results"))
     artifacts = {r["format"]: r for r in records if r["kind"] == "artifact"}

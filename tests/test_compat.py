@@ -170,7 +170,8 @@ def test_the_harness_parses_with_the_oldest_python_it_supports(source: Path) -> 
 def _unevaluated(tree: ast.Module) -> set[int]:
     """ids of the nodes Python never evaluates: postponed annotations, `if TYPE_CHECKING:`."""
     postponed = any(
-        isinstance(node, ast.ImportFrom) and node.module == "__future__"
+        isinstance(node, ast.ImportFrom)
+        and node.module == "__future__"
         and any(alias.name == "annotations" for alias in node.names)
         for node in tree.body
     )
@@ -202,8 +203,10 @@ def test_the_harness_subscripts_no_builtin_generic_at_run_time(source: Path) -> 
     found = [
         f"{source.name}:{node.lineno}: {ast.unparse(node)}"
         for node in ast.walk(tree)
-        if isinstance(node, ast.Subscript) and id(node) not in skip
-        and isinstance(node.value, ast.Name) and node.value.id in generics
+        if isinstance(node, ast.Subscript)
+        and id(node) not in skip
+        and isinstance(node.value, ast.Name)
+        and node.value.id in generics
     ]
     assert found == []
 

@@ -32,7 +32,7 @@ def test_builtin_default_is_the_quick_matrix(in_tmp: Path) -> None:
         models=("MobileNetV2",),
         formats=FORMATS,
         cache=("cold", "warm"),
-        repeats=3,
+        repeats=5,
         warmup=1,
         inference_runs=10,
         process="fresh",

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from harness.records import RecordWriter
 from matrix.cli import app
-from matrix.dataset import CELL, cell_problems, cell_stats, export, load_runs
+from matrix.dataset import CELL, cell_problems, cell_stats, dataset_of, export, load_runs
 from tests.real_runs import is_measured, read_lines, real_pair, write_lines
 
 FIXTURES = Path(__file__).parent / "fixtures" / "runs"
@@ -60,8 +60,11 @@ def test_two_real_runs_merge_with_host_and_source(runs) -> None:
     row = ds.trials.iloc[-1]
     path, line = row["source"].rsplit(":", 1)
     record = json.loads(Path(path).read_text().splitlines()[int(line) - 1])
-    assert (record["kind"], record["run_id"], record["load_s"]) == ("trial", row["run_id"],
-                                                                   row["load_s"])
+    assert (record["kind"], record["run_id"], record["load_s"]) == (
+        "trial",
+        row["run_id"],
+        row["load_s"],
+    )
     assert ds.problems == []
 
 
@@ -88,21 +91,25 @@ def test_cell_statistics_are_those_of_the_raw_load_times(runs) -> None:
 @pytest.mark.slow
 def test_rank_speedup_and_io_floor_agree_with_the_medians(runs) -> None:
     stats = cell_stats(load_runs(list(runs)))
-    artifacts = {(r["run_id"], r["format"]): r for run in runs for r in read_lines(run)
-                 if r["kind"] == "artifact" and r["status"] == "ok"}
+    artifacts = {
+        (r["run_id"], r["format"]): r
+        for run in runs
+        for r in read_lines(run)
+        if r["kind"] == "artifact" and r["status"] == "ok"
+    }
     for run_id, cells in stats.groupby("run_id"):
         by_format = cells.set_index("format")
         h5, tflite = by_format.loc["h5"], by_format.loc["tflite"]
         faster, slower = (h5, tflite) if h5["load_median"] < tflite["load_median"] else (tflite, h5)
         assert (faster["rank"], slower["rank"]) == (1, 2)
         assert h5["speedup_vs_format"] == pytest.approx(1.0)
-        assert tflite["speedup_vs_format"] == pytest.approx(h5["load_median"]
-                                                            / tflite["load_median"])
+        assert tflite["speedup_vs_format"] == pytest.approx(
+            h5["load_median"] / tflite["load_median"]
+        )
         for fmt, row in (("h5", h5), ("tflite", tflite)):
             artifact = artifacts[(run_id, fmt)]
             assert row["bytes"] == artifact["bytes"] and row["params"] == artifact["params"]
-            assert row["io_multiple"] == pytest.approx(row["load_median"]
-                                                       / artifact["io_floor_s"])
+            assert row["io_multiple"] == pytest.approx(row["load_median"] / artifact["io_floor_s"])
     assert stats["speedup_vs_env"].isna().all()  # no baseline environment asked for
 
 
@@ -195,8 +202,14 @@ def test_report_command_takes_the_newest_run_or_merges_several(runs, tmp_path: P
     results.mkdir()
     for run in runs:
         (results / run.name).symlink_to(run)
-    newest = _report("--results-dir", str(results), "--out", str(out),
-                     "--export", str(tmp_path / "loads.parquet"))
+    newest = _report(
+        "--results-dir",
+        str(results),
+        "--out",
+        str(out),
+        "--export",
+        str(tmp_path / "loads.parquet"),
+    )
     assert newest.exit_code == 0, newest.output
     assert f"report: {out / runs[1].name / 'index.html'}" in newest.output
     assert (out / "latest").resolve() == (out / runs[1].name).resolve()
@@ -208,8 +221,10 @@ def test_report_command_takes_the_newest_run_or_merges_several(runs, tmp_path: P
     assert "Load times, 2 runs merged" in index.read_text()
     wrong = _report("--results-dir", str(results), "--out", str(out), "--baseline-env", "nope")
     assert wrong.exit_code == 2
-    assert wrong.stderr == ("error: --baseline-env 'nope' is not an environment of these runs; "
-                            "choose one of: test-env\n")
+    assert wrong.stderr == (
+        "error: --baseline-env 'nope' is not an environment of these runs; "
+        "choose one of: test-env\n"
+    )
 
 
 @pytest.mark.parametrize(
@@ -249,3 +264,88 @@ def test_checked_in_environments_merge_and_compare_against_a_baseline() -> None:
     others = stats[stats["env_id"] != baseline]
     assert others["speedup_vs_env"].notna().any()
     assert not cell_problems(ds).duplicated(CELL).any()
+
+
+@needs_fixture
+def test_environments_carry_backend_weights_and_the_schema_2_machine_fields() -> None:
+    """What `compare` needs to refuse unlike runs: the sweep's backend (`local` without a
+    manifest; an older manifest's matrix names it), the plan's weights, and the calibration and
+    hypervisor fields, null for runs that predate them."""
+    ds = load_runs(sorted(p for p in FIXTURES.iterdir() if p.is_dir()))
+    envs = ds.environments.set_index("env_id")
+    assert envs.loc["local-tf2.21-py3.11-cpu", "backend"] == "local"
+    assert set(envs.loc[envs["in_container"].eq(True), "backend"]) == {"docker"}
+    assert set(envs["weights"]) == {"none"}
+    assert envs[["hypervisor", "calibration_s", "calibration_end_s"]].isna().all().all()
+
+
+@needs_fixture
+def test_schema_1_trials_get_first_prediction_and_cold_start_derived() -> None:
+    ds = load_runs([FIXTURES / "20261127-201543-761b"])
+    ok = ds.trials[ds.trials["status"].eq("ok")]
+    assert len(ok) and (ok["schema_version"] == 1).all()
+    first = ok["load_s"] + ok["first_inference_s"]
+    assert ok["first_prediction_s"].tolist() == pytest.approx(first.tolist())
+    assert ok["cold_start_s"].tolist() == pytest.approx((ok["import_s"] + first).tolist())
+    assert ok["device_init_s"].isna().all()  # schema 1 created the device inside the load
+    stats = cell_stats(ds)
+    assert stats["first_prediction_median"].notna().all()
+    assert stats["parity_status"].isna().all()  # no verdict recorded: "not checked", not a pass
+
+
+def test_a_cells_parity_is_its_worst_trial(record) -> None:
+    """fail > not-informative > pass; the largest relative error, the lowest agreement."""
+
+    def trial(status: str, rel_err: float, top1: float) -> dict:
+        return record(
+            "trial",
+            model="m",
+            format="tflite-int8",
+            cache_mode="warm",
+            load_s=0.01,
+            parity_status=status,
+            parity_rel_err=rel_err,
+            parity_top1_agreement=top1,
+        )
+
+    def cell(*trials: dict) -> dict:
+        return cell_stats(dataset_of(list(trials))).iloc[0].to_dict()
+
+    worst = cell(
+        trial("pass", 0.001, 1.0), trial("fail", 0.5, 0.25), trial("not-informative", 0.0, 1.0)
+    )
+    assert (worst["parity_status"], worst["parity_rel_err_max"], worst["parity_top1_min"]) == (
+        "fail",
+        0.5,
+        0.25,
+    )
+    assert (
+        cell(trial("pass", 0.0, 1.0), trial("not-informative", 0.0, 1.0))["parity_status"]
+        == "not-informative"
+    )
+    assert cell(trial("pass", 0.0, 1.0))["parity_status"] == "pass"
+
+
+def test_reused_loads_after_the_first_have_no_cold_start(record) -> None:
+    """A schema 1 reused process paid its import once: only its first load has a cold start."""
+    loads = [
+        {
+            **record(
+                "trial",
+                model="m",
+                format="h5",
+                cache_mode="warm",
+                process="reused",
+                load_index=i,
+                load_s=0.2,
+                first_inference_s=0.1,
+                import_s=3.0,
+            ),
+            "schema_version": 1,
+        }
+        for i in range(3)
+    ]
+    trials = dataset_of(loads).trials
+    assert trials["cold_start_s"].tolist()[0] == pytest.approx(3.3)
+    assert trials["cold_start_s"].iloc[1:].isna().all()
+    assert trials["first_prediction_s"].tolist() == pytest.approx([0.3] * 3)

@@ -31,15 +31,40 @@ def isolated(tmp_path_factory, cpu_image, image_build_root: Path, docker_engine)
     work = tmp_path_factory.mktemp("isolated")
     (work / "matrix.yaml").write_text(MATRIX_YAML)
     since = time.time() - 1
-    proc = matrix(work, "run", "--backend", "docker", "--isolation", "container",
-                  "--build-dir", str(image_build_root), "--no-report", "--models", "dense-10k",
-                  "--formats", "h5,tflite", "--cache", "warm,cold", "--repeats", "1",
-                  "--warmup", "0", "--inference-runs", "2")
+    proc = matrix(
+        work,
+        "run",
+        "--backend",
+        "docker",
+        "--isolation",
+        "container",
+        "--build-dir",
+        str(image_build_root),
+        "--no-report",
+        "--models",
+        "dense-10k",
+        "--formats",
+        "h5,tflite",
+        "--cache",
+        "warm,cold",
+        "--repeats",
+        "1",
+        "--warmup",
+        "0",
+        "--inference-runs",
+        "2",
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     (run_dir,) = [path for path in (work / "results").iterdir() if path.is_dir()]
-    started = [event["id"] for event in docker_engine.events(
-        since=since, until=time.time() + 1, decode=True,
-        filters={"type": "container", "event": "start", "label": f"{RUN_LABEL}={run_dir.name}"})]
+    started = [
+        event["id"]
+        for event in docker_engine.events(
+            since=since,
+            until=time.time() + 1,
+            decode=True,
+            filters={"type": "container", "event": "start", "label": f"{RUN_LABEL}={run_dir.name}"},
+        )
+    ]
     return run_dir, started
 
 
@@ -79,23 +104,28 @@ def test_no_container_and_no_handshake_file_is_left(isolated, docker_engine) -> 
 
 
 def test_a_trial_container_is_its_environment_container_running_only_the_worker(
-        cpu_env, tmp_path: Path) -> None:
+    cpu_env, tmp_path: Path
+) -> None:
     plan = RunPlan(config=load_config(None, {"results_dir": str(tmp_path)}), run_id="iso-test")
-    call = {"kind": "trial", "id": "7-123", "timeout_s": 900,
-            "argv": ["/opt/venv/bin/python3", "-m", "harness.trial_worker", "--format", "h5"],
-            "env": {"TF_CPP_MIN_LOG_LEVEL": "2"}}
-    harness = run_request(cpu_env, plan, "img", allow_cache_drop=True, host_calls=["trial"])
-    trial = trial_request(cpu_env, plan, "img", True, call)
-    assert trial["host"] == harness["host"]  # same mounts, capabilities, no network
-    assert trial["host"]["network_mode"] == "none" and trial["unmasked_proc"] is True
-    assert trial["image"] == harness["image"]
+    call = {
+        "kind": "trial",
+        "id": "7-123",
+        "timeout_s": 900,
+        "argv": ["/opt/venv/bin/python3", "-m", "harness.trial_worker", "--format", "h5"],
+        "env": {"TF_CPP_MIN_LOG_LEVEL": "2"},
+    }
+    harness = run_request(cpu_env, plan, "img", host_calls=["trial"])
+    trial = trial_request(cpu_env, plan, "img", call)
+    assert trial["host"] == harness["host"]  # same mounts, no capability, no network
+    assert trial["host"]["network_mode"] == "none" and trial["host"]["cap_drop"] == ["ALL"]
+    assert trial["image"] == harness["image"] and trial["user"] == harness["user"]
     assert trial["entrypoint"] == ["/opt/venv/bin/python3"]
     assert trial["command"] == ["-m", "harness.trial_worker", "--format", "h5"]
     assert trial["environment"] == {"TF_CPP_MIN_LOG_LEVEL": "2"}  # no host-call folder: no calls
     assert trial["labels"] == {**harness["labels"], TRIAL_LABEL: "7-123"}
     assert trial["name"] == f"{harness['name']}-trial-7-123"
     with pytest.raises(ValueError, match="argv must be a non-empty list"):
-        trial_request(cpu_env, plan, "img", True, {**call, "argv": "python -c 1"})
+        trial_request(cpu_env, plan, "img", {**call, "argv": "python -c 1"})
 
 
 def test_container_isolation_without_docker_is_one_line_with_the_fix(tmp_path: Path) -> None:
@@ -104,8 +134,13 @@ def test_container_isolation_without_docker_is_one_line_with_the_fix(tmp_path: P
     proc = matrix(tmp_path, "run", "--backend", "local", "--isolation", "container")
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
     assert "--isolation process" in proc.stderr and "--backend docker" in proc.stderr
-    proc = matrix(tmp_path, "run", "--isolation", "container",
-                  env={"DOCKER_HOST": f"unix://{tmp_path}/no-daemon.sock"})
+    proc = matrix(
+        tmp_path,
+        "run",
+        "--isolation",
+        "container",
+        env={"DOCKER_HOST": f"unix://{tmp_path}/no-daemon.sock"},
+    )
     assert proc.returncode == 3 and proc.stderr.count("\n") == 1, proc.stderr
     assert "--isolation container needs a Docker daemon" in proc.stderr
     assert not list(tmp_path.glob("results/*/*.jsonl"))  # no run started

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from docker.types import DeviceRequest
 
-from matrix.backends.docker import RUN_LABEL, run_request, start_container
+from matrix.backends.docker import RUN_LABEL, prepare_host_files, run_request, start_container
 from matrix.config import load_config
 from matrix.environments import Environment, expand
 from matrix.plan import RunPlan
@@ -28,15 +28,26 @@ from tests.docker_matrix import MATRIX_YAML, matrix, records
 
 pytest_plugins = ["tests.docker_fixtures"]
 
-SLICE = ("--models", "dense-10k", "--formats", "h5,tflite", "--repeats", "1", "--warmup", "0",
-         "--inference-runs", "2")
+SLICE = (
+    "--models",
+    "dense-10k",
+    "--formats",
+    "h5,tflite",
+    "--repeats",
+    "1",
+    "--warmup",
+    "0",
+    "--inference-runs",
+    "2",
+)
 
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory) -> Path:
     work = tmp_path_factory.mktemp("docker-run")
-    (work / "matrix.yaml").write_text(MATRIX_YAML.replace('["2.21"]', '["2.3", "2.21"]')
-                                      .replace('["3.11"]', '["3.8", "3.11"]'))
+    (work / "matrix.yaml").write_text(
+        MATRIX_YAML.replace('["2.21"]', '["2.3", "2.21"]').replace('["3.11"]', '["3.8", "3.11"]')
+    )
     return work
 
 
@@ -47,8 +58,17 @@ def sweep(workdir: Path, cpu_image, image_build_root: Path):
     The container may not drop the page cache; `matrix` runs as root on the host (as in CI), so
     it drops it for each cold trial on the container's request.
     """
-    proc = matrix(workdir, "run", "--backend", "docker", "--build-dir", str(image_build_root),
-                  "--cache", "cold-model,warm,cold", *SLICE)
+    proc = matrix(
+        workdir,
+        "run",
+        "--backend",
+        "docker",
+        "--build-dir",
+        str(image_build_root),
+        "--cache",
+        "cold-model,warm,cold",
+        *SLICE,
+    )
     (run_dir,) = run_dirs(workdir / "results")
     return proc, run_dir
 
@@ -62,7 +82,9 @@ def test_a_broken_environment_does_not_sink_the_sweep(sweep) -> None:
     assert "python:3.8-slim is not available locally and cannot be pulled" in failure["reason"]
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert {o["env_id"]: o["status"] for o in manifest["outcomes"]} == {
-        "tf2.3-py3.8-cpu": "build-failed", "tf2.21-py3.11-cpu": "ok"}
+        "tf2.3-py3.8-cpu": "build-failed",
+        "tf2.21-py3.11-cpu": "ok",
+    }
     assert manifest["ended"] and manifest["matrix"]["tf"] == ["2.3", "2.21"]
 
 
@@ -105,31 +127,30 @@ def test_a_second_run_builds_no_image(workdir: Path, sweep, image_build_root: Pa
 
 def test_resume_skips_complete_environments(workdir: Path, sweep, image_build_root) -> None:
     _, run_dir = sweep
-    proc = matrix(workdir, "run", "--backend", "docker", "--build-dir", str(image_build_root),
-                  "--resume", run_dir.name, "--cache", "cold-model,warm,cold", *SLICE)
+    proc = matrix(
+        workdir,
+        "run",
+        "--backend",
+        "docker",
+        "--build-dir",
+        str(image_build_root),
+        "--resume",
+        run_dir.name,
+        "--cache",
+        "cold-model,warm,cold",
+        *SLICE,
+    )
     assert proc.returncode == 1  # the broken environment is still broken
     assert "tf2.21-py3.11-cpu: already complete in this run, skipped" in proc.stdout
     assert (run_dir / "tf2.3-py3.8-cpu.jsonl.partial").exists()  # the old attempt, kept aside
-
-
-def test_allowed_cache_drop_makes_cold_trials_real(tmp_path: Path, cpu_image,
-                                                   image_build_root: Path) -> None:
-    (tmp_path / "matrix.yaml").write_text(MATRIX_YAML)
-    proc = matrix(tmp_path, "run", "--backend", "docker", "--build-dir", str(image_build_root),
-                  "--allow-cache-drop", "--cache", "cold", "--models", "dense-10k",
-                  "--formats", "tflite", "--repeats", "1", "--warmup", "0")
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    (run_dir,) = run_dirs(tmp_path / "results")
-    (trial,) = [r for r in records(run_dir, "tf2.21-py3.11-cpu") if r["kind"] == "trial"]
-    assert trial["status"] == "ok" and trial["eviction"] == "drop_caches"
-    assert trial["resident_before"] <= 0.01 and trial["import_libs_resident_before"] <= 0.01
 
 
 def test_the_container_has_no_network(docker_engine, cpu_image, tmp_path: Path) -> None:
     """The exact request a run sends, with the harness swapped for a look at the interfaces."""
     env = next(iter(expand(load_config(None, {"tf": ["2.21"], "python": ["3.11"]}))[0]))
     plan = RunPlan(config=load_config(None, {"results_dir": str(tmp_path)}), run_id="net-test")
-    request = run_request(env, plan, cpu_image.tag, allow_cache_drop=False)
+    prepare_host_files(plan, env.id)
+    request = run_request(env, plan, cpu_image.tag)
     request["command"] = ["-c", "import socket; print(socket.if_nameindex())"]
     container = start_container(docker_engine, request, entrypoint=["python3"])
     try:
@@ -148,33 +169,58 @@ def test_gpu_cells_request_every_gpu_and_are_skipped_without_nvidia(docker_engin
     config = load_config(None, {"tf": ["2.21"], "python": ["3.11"], "device": ["cpu", "gpu"]})
     gpu: Environment = next(e for e in expand(config)[0] if e.device == "gpu")
     plan = RunPlan(config=config, run_id="gpu-test")
-    request = run_request(gpu, plan, "some-image", allow_cache_drop=True)
-    assert request["host"]["device_requests"] == [
-        DeviceRequest(count=-1, capabilities=[["gpu"]])]
-    assert request["host"]["cap_add"] == ["SYS_ADMIN"] and request["unmasked_proc"] is True
+    request = run_request(gpu, plan, "some-image")
+    assert request["host"]["device_requests"] == [DeviceRequest(count=-1, capabilities=[["gpu"]])]
+    assert request["host"]["cap_drop"] == ["ALL"] and "cap_add" not in request["host"]
     assert request["host"]["network_mode"] == "none"
-    environments, skipped = DockerProvisioner(docker_engine, Path("build"), False).plan(config)
+    environments, skipped = DockerProvisioner(docker_engine, Path("build")).plan(config)
     assert [e.id for e in environments] == ["tf2.21-py3.11-cpu"]
     assert [s.id for s in skipped] == ["tf2.21-py3.11-gpu"]
     assert "no NVIDIA runtime" in skipped[0].reason
 
 
 def test_no_daemon_is_one_line_with_the_fix(tmp_path: Path) -> None:
-    proc = matrix(tmp_path, "run", "--backend", "docker",
-                  env={"DOCKER_HOST": f"unix://{tmp_path}/no-daemon.sock"})
+    proc = matrix(
+        tmp_path,
+        "run",
+        "--backend",
+        "docker",
+        env={"DOCKER_HOST": f"unix://{tmp_path}/no-daemon.sock"},
+    )
     assert proc.returncode == 3
     assert proc.stderr.count("\n") == 1 and "--backend venv" in proc.stderr
 
 
-def test_ctrl_c_removes_the_container_and_keeps_the_records(tmp_path: Path, cpu_image,
-                                                            image_build_root: Path,
-                                                            docker_engine) -> None:
+def test_ctrl_c_removes_the_container_and_keeps_the_records(
+    tmp_path: Path, cpu_image, image_build_root: Path, docker_engine
+) -> None:
     (tmp_path / "matrix.yaml").write_text(MATRIX_YAML)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "matrix", "run", "--backend", "docker", "--build-dir",
-         str(image_build_root), "--models", "dense-10k", "--formats", "h5,tflite",
-         "--cache", "warm", "--repeats", "30", "--warmup", "0"],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        [
+            sys.executable,
+            "-m",
+            "matrix",
+            "run",
+            "--backend",
+            "docker",
+            "--build-dir",
+            str(image_build_root),
+            "--models",
+            "dense-10k",
+            "--formats",
+            "h5,tflite",
+            "--cache",
+            "warm",
+            "--repeats",
+            "30",
+            "--warmup",
+            "0",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     records_file = None
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:

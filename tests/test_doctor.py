@@ -20,6 +20,7 @@ import pytest
 from typer.testing import CliRunner
 
 from harness import cache
+from matrix import hostdrop
 from matrix.cli import app
 from matrix.compat import version_key
 from matrix.doctor import (
@@ -34,20 +35,42 @@ from matrix.doctor import (
 from matrix.errors import ExitCode
 from matrix.pythons import find_pythons
 
-NAMES = ("docker", "gpu runtime", "cold cache", "mincore/fadvise", "disk: results",
-         "disk: reports", "disk: docker", "pythons", "uv", "package index")
+NAMES = (
+    "docker",
+    "gpu runtime",
+    "cold cache",
+    "mincore/fadvise",
+    "disk: results",
+    "disk: reports",
+    "disk: docker",
+    "pythons",
+    "uv",
+    "package index",
+)
 DEAD_INDEX = "http://127.0.0.1:9/simple"  # the discard port: nothing listens, refused at once
 
 
 def _doctor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("COLUMNS", "250")  # one table row per line, so lines can be matched
-    return CliRunner().invoke(app, ["doctor", "--results-dir", str(tmp_path / "results"),
-                                    "--reports-dir", str(tmp_path / "reports")])
+    return CliRunner().invoke(
+        app,
+        [
+            "doctor",
+            "--results-dir",
+            str(tmp_path / "results"),
+            "--reports-dir",
+            str(tmp_path / "reports"),
+        ],
+    )
 
 
 def test_real_daemon_is_ok_with_the_version_docker_prints(tmp_path, monkeypatch) -> None:
-    server = subprocess.run(["docker", "version", "--format", "{{.Server.Version}}"],
-                            capture_output=True, text=True, check=True).stdout.strip()
+    server = subprocess.run(
+        ["docker", "version", "--format", "{{.Server.Version}}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     line, info = check_docker()
     assert line.status == "ok"
     assert f"Docker Engine {server} " in line.detail
@@ -73,8 +96,9 @@ def test_unreachable_daemon_fails_and_every_other_line_is_still_printed(
     for name in NAMES:
         assert re.search(rf"│ {re.escape(name)} +│ (ok|warn|fail) +│", result.stdout), name
     assert re.search(r"│ docker +│ fail +│ cannot reach the Docker daemon", result.stdout)
-    assert re.search(r"│ gpu runtime +│ warn +│ unknown: the Docker daemon does not answer",
-                     result.stdout)
+    assert re.search(
+        r"│ gpu runtime +│ warn +│ unknown: the Docker daemon does not answer", result.stdout
+    )
     assert "some check failed" in result.stdout
     assert not (tmp_path / "results").exists()  # doctor probes; it creates nothing
 
@@ -102,28 +126,31 @@ def test_eviction_on_tmpfs_is_a_warning_with_the_fix() -> None:
 
 def test_cold_cache_route_follows_privilege_and_daemon() -> None:
     _, info = check_docker()
-    as_here = check_page_cache(cache.drop_caches_allowed(), info)
+    as_here = check_page_cache(hostdrop.route(), info)
     if cache.drop_caches_allowed():
         assert as_here.status == "ok"
         assert "container's request" in as_here.detail
     else:
-        assert as_here.status == "warn"
-        assert "--allow-cache-drop" in as_here.fix
+        assert as_here.status in ("ok", "warn")
 
-    unprivileged_local = check_page_cache(False, None)
+    unprivileged_local = check_page_cache(None, None)
     assert unprivileged_local.status == "warn"
     assert "`cold` trials will be recorded unsupported" in unprivileged_local.detail
     assert "cold-model" in unprivileged_local.detail
     assert "root" in unprivileged_local.fix
 
-    rootless = check_page_cache(False, {**info, "SecurityOptions": ["name=rootless"]})
-    assert "--allow-cache-drop cannot reach the host's /proc/sys" in rootless.detail
+    ungranted = check_page_cache(None, info)  # docker, not root, no grant: the grant's line
+    assert ungranted.status == "warn" and "recorded unsupported" in ungranted.detail
+    assert hostdrop.sudoers_line() in ungranted.fix and hostdrop.SUDOERS_FILE in ungranted.fix
+    granted = check_page_cache("sudo", info)
+    assert granted.status == "ok" and " ".join(hostdrop.drop_command()) in granted.detail
 
 
 def test_disk_warns_below_the_threshold_with_a_fix(tmp_path: Path) -> None:
     free_gib = shutil.disk_usage(tmp_path).free / 2**30
     assert check_disk("disk: results", tmp_path / "absent", "prune").status == (
-        "ok" if free_gib >= 10 else "warn")
+        "ok" if free_gib >= 10 else "warn"
+    )
     short = check_disk("disk: results", tmp_path, "prune", min_free_gib=free_gib * 2 + 1)
     assert (short.status, short.fix) == ("warn", "prune")
     assert f"free in {tmp_path}" in short.detail
@@ -148,7 +175,8 @@ def test_uv_line_says_whether_the_venv_backend_can_install() -> None:
         assert "the venv backend cannot create environments" in line.detail
         assert f"{sys.executable} -m pip install uv" in line.fix
     assert (line.status == "ok") == (
-        shutil.which("uv") is not None or os.access(Path(sys.executable).parent / "uv", os.X_OK)
+        shutil.which("uv") is not None
+        or os.access(Path(sys.executable).parent / "uv", os.X_OK)
         or importlib.util.find_spec("uv") is not None
     )
 

@@ -41,7 +41,9 @@ def test_directory_artifacts_list_every_file(tmp_path):
     (tmp_path / "saved_model.pb").write_bytes(b"x" * 10)
     (tmp_path / "variables" / "variables.index").write_bytes(b"y" * 10)
     assert [os.path.basename(f) for f in cache.files_of(str(tmp_path))] == [
-        "saved_model.pb", "variables.index"]
+        "saved_model.pb",
+        "variables.index",
+    ]
 
 
 def test_drop_caches_matches_its_permission(artifact):
@@ -53,3 +55,12 @@ def test_drop_caches_matches_its_permission(artifact):
     else:
         with pytest.raises(OSError):
             cache.drop_all_caches()
+
+
+def test_package_files_are_the_libraries_and_bytecode_an_import_reads():
+    """Found without importing: numpy's own and vendored shared objects and its bytecode."""
+    files = cache.package_files("numpy")
+    names = [os.path.basename(f) for f in files]
+    assert any(".so" in n for n in names) and any(n.endswith(".pyc") for n in names)
+    assert all(".so" in n or n.endswith(".pyc") for n in names)
+    assert cache.package_files("no_such_package_anywhere") == []

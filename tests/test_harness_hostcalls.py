@@ -78,14 +78,20 @@ def test_the_request_reaches_the_handler_and_the_answer_comes_back(calls_dir) ->
     assert answer == {"got": {"kind": "echo", "argv": ["python", "-c", "pass"], "timeout_s": 9}}
 
 
-@pytest.mark.parametrize(("handlers", "expected"), [
-    ({"echo": lambda call: 1 / 0}, "the host could not echo: division by zero"),
-    ({}, "this host does not serve 'echo' calls"),
-])
+@pytest.mark.parametrize(
+    ("handlers", "expected"),
+    [
+        ({"echo": lambda call: 1 / 0}, "the host could not echo: division by zero"),
+        ({}, "this host does not serve 'echo' calls"),
+    ],
+)
 def test_a_failing_host_is_an_error_for_the_asker_not_the_host(
-        calls_dir, handlers: dict[str, Callable[[dict], dict]], expected: str) -> None:
-    with host(calls_dir, handlers) as answered, \
-            pytest.raises(hostcalls.HostCallError, match=expected):
+    calls_dir, handlers: dict[str, Callable[[dict], dict]], expected: str
+) -> None:
+    with (
+        host(calls_dir, handlers) as answered,
+        pytest.raises(hostcalls.HostCallError, match=expected),
+    ):
         hostcalls.call_host("echo", 30)
     assert answered == [1]
 

@@ -14,9 +14,24 @@ from tests.harness_helpers import ROOT, harness_cmd
 def test_records_stay_parseable_after_sigkill(tmp_path):
     records = tmp_path / "test-env.jsonl"
     proc = subprocess.Popen(
-        harness_cmd(tmp_path, "--models", "dense-10k", "--formats", "h5,tflite",
-                    "--cache", "warm", "--repeats", "20", "--warmup", "0"),
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        harness_cmd(
+            tmp_path,
+            "--models",
+            "dense-10k",
+            "--formats",
+            "h5,tflite",
+            "--cache",
+            "warm",
+            "--repeats",
+            "20",
+            "--warmup",
+            "0",
+        ),
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:

@@ -103,7 +103,9 @@ def test_no_settings_no_server() -> None:
 
 
 def test_image_is_tagged_by_content_and_labelled(
-    cpu_env: Environment, cpu_image: ImageResult, docker_engine: DockerClient,
+    cpu_env: Environment,
+    cpu_image: ImageResult,
+    docker_engine: DockerClient,
     image_build_root: Path,
 ) -> None:
     context = image_build_root / cpu_env.id
@@ -116,12 +118,18 @@ def test_image_is_tagged_by_content_and_labelled(
 
 
 def test_an_unchanged_environment_is_not_rebuilt(
-    cpu_env: Environment, cpu_image: ImageResult, docker_engine: DockerClient,
-    image_build_root: Path, tmp_path: Path,
+    cpu_env: Environment,
+    cpu_image: ImageResult,
+    docker_engine: DockerClient,
+    image_build_root: Path,
+    tmp_path: Path,
 ) -> None:
     again = ensure_image(docker_engine, cpu_env, image_build_root, tmp_path / "again.log")
     assert (again.status, again.built, again.tag, again.image_id) == (
-        "ok", False, cpu_image.tag, cpu_image.image_id
+        "ok",
+        False,
+        cpu_image.tag,
+        cpu_image.image_id,
     )
     assert again.seconds < 5
     assert not (tmp_path / "again.log").exists()
@@ -161,9 +169,7 @@ def test_a_rebuilt_base_image_is_not_reused(
             docker_engine.images.remove(tag)
 
 
-def _host_secrets(
-    docker_engine: DockerClient, base_image: str
-) -> tuple[PipSettings, list[str]]:
+def _host_secrets(docker_engine: DockerClient, base_image: str) -> tuple[PipSettings, list[str]]:
     """The host's pip settings, and strings that must not be found in any image.
 
     These are its http(s) option values and one line of each certificate the host's CA bundle
@@ -171,7 +177,9 @@ def _host_secrets(
     """
     settings = host_pip_settings()
     base_bundle = docker_engine.containers.run(
-        base_image, ["cat", "/etc/ssl/certs/ca-certificates.crt"], network_mode="none",
+        base_image,
+        ["cat", "/etc/ssl/certs/ca-certificates.crt"],
+        network_mode="none",
         remove=True,
     ).decode()
     public = {"".join(cert.split()) for cert in PEM.findall(base_bundle)}
@@ -308,13 +316,15 @@ def test_hostile_env_value_reaches_the_container_verbatim(
     cpu_env: Environment, docker_engine: DockerClient, tmp_path: Path
 ) -> None:
     """The Dockerfile parser, not only a shell, must read the quoted value back exactly."""
-    value = "a'b \"c\" $HOME ${PATH} \\ ; rm -rf / #"
+    value = 'a\'b "c" $HOME ${PATH} \\ ; rm -rf / #'
     env = replace(cpu_env, packages=(), env_vars=(("HOSTILE", value),))
     result = ensure_image(docker_engine, env, tmp_path / "contexts", tmp_path / "build.log")
     assert result.status == "ok", result.reason
     try:
         output = docker_engine.containers.run(
-            result.tag, network_mode="none", remove=True,
+            result.tag,
+            network_mode="none",
+            remove=True,
             entrypoint=["python3", "-c", "import os; print(os.environ['HOSTILE'])"],
         ).decode()
     finally:

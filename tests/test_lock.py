@@ -27,14 +27,15 @@ def _can_lock(results: Path) -> bool:
 
 
 def test_a_held_lock_refuses_another_process_naming_the_holder(tmp_path: Path) -> None:
-    with lock_held(tmp_path) as holder, pytest.raises(ResultsBusy) as refused, \
-            run_lock(tmp_path):
+    with lock_held(tmp_path) as holder, pytest.raises(ResultsBusy) as refused, run_lock(tmp_path):
         pass
     message = str(refused.value)
     assert re.fullmatch(
         rf"another `matrix run` \(pid {holder.pid}, started at \d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d "
         rf"UTC, run {HELD_RUN_ID}\) is using {re.escape(str(tmp_path))}/; wait for it or use "
-        r"--results-dir", message), message
+        r"--results-dir",
+        message,
+    ), message
     assert refused.value.exit_code == ExitCode.RESULTS_BUSY == 4
     assert _can_lock(tmp_path)  # released when the holder left its `with` block
 
@@ -59,9 +60,25 @@ def test_child_processes_do_not_inherit_the_lock(tmp_path: Path) -> None:
         child.wait()
 
 
-MATRIX_RUN = [sys.executable, "-m", "matrix", "run", "--backend", "local", "--models",
-              "dense-10k", "--formats", "h5", "--cache", "warm", "--repeats", "1", "--warmup",
-              "0", "--no-report"]
+MATRIX_RUN = [
+    sys.executable,
+    "-m",
+    "matrix",
+    "run",
+    "--backend",
+    "local",
+    "--models",
+    "dense-10k",
+    "--formats",
+    "h5",
+    "--cache",
+    "warm",
+    "--repeats",
+    "1",
+    "--warmup",
+    "0",
+    "--no-report",
+]
 
 
 def _first_run_dir(results: Path, proc: subprocess.Popen, timeout: float = 300) -> Path:
@@ -77,15 +94,23 @@ def _first_run_dir(results: Path, proc: subprocess.Popen, timeout: float = 300) 
 
 
 def test_a_second_matrix_run_on_the_same_results_refuses_and_the_first_completes(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     env = {**os.environ, "COLUMNS": "200"}
-    first = subprocess.Popen(MATRIX_RUN, cwd=tmp_path, env=env, text=True,
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    first = subprocess.Popen(
+        MATRIX_RUN,
+        cwd=tmp_path,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         run_dir = _first_run_dir(tmp_path / "results", first)
         started = time.monotonic()
-        second = subprocess.run(MATRIX_RUN, cwd=tmp_path, env=env,
-                                capture_output=True, text=True, timeout=120)
+        second = subprocess.run(
+            MATRIX_RUN, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+        )
         refused_in = time.monotonic() - started
         assert first.poll() is None, "the first run ended before the second was refused"
         output = first.communicate(timeout=900)[0]
@@ -93,9 +118,12 @@ def test_a_second_matrix_run_on_the_same_results_refuses_and_the_first_completes
         if first.poll() is None:
             first.kill()
     assert second.returncode == ExitCode.RESULTS_BUSY, second.stdout + second.stderr
-    assert re.fullmatch(rf"error: another `matrix run` \(pid {first.pid}, started at [^)]+, "
-                        rf"run {run_dir.name}\) is using results/; wait for it or use "
-                        r"--results-dir\n", second.stderr), second.stderr
+    assert re.fullmatch(
+        rf"error: another `matrix run` \(pid {first.pid}, started at [^)]+, "
+        rf"run {run_dir.name}\) is using results/; wait for it or use "
+        r"--results-dir\n",
+        second.stderr,
+    ), second.stderr
     assert refused_in < 30, refused_in  # at once: no TensorFlow, no waiting on the first
     assert first.returncode == 0, output
     assert [d.name for d in (tmp_path / "results").iterdir() if d.is_dir()] == [run_dir.name]

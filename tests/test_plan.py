@@ -251,13 +251,20 @@ def test_unsafe_or_impossible_axis_values_are_one_line_errors(
     ("text", "message"),
     [
         ("tf: [2.10]\n", "matrix.yaml: tf: write versions in quotes, e.g. '2.1': YAML reads"),
-        ('python: ["3.11\\n"]\n', "matrix.yaml: python: invalid Python version '3.11\\n'"),
+        ('python: ["3.11\\n"]\n', "matrix.yaml: python[0]: '3.11\\n' holds a control character"),
         (
             'base_images: {"3.11": "python:3.11\\nRUN curl evil"}\n',
-            "matrix.yaml: base_images: 3.11: invalid image 'python:3.11\\nRUN curl evil'",
+            "matrix.yaml: base_images.3.11: 'python:3.11\\nRUN curl evil' holds a control "
+            "character",
         ),
-        ("backend: kubernetes\n",
-         "matrix.yaml: backend: must be 'local', 'docker', 'venv' or 'auto'"),
+        (
+            'base_images: {"3.11": "python:3.11 RUN curl evil"}\n',
+            "matrix.yaml: base_images: 3.11: invalid image 'python:3.11 RUN curl evil'",
+        ),
+        (
+            "backend: kubernetes\n",
+            "matrix.yaml: backend: must be 'local', 'docker', 'venv' or 'auto'",
+        ),
     ],
 )
 def test_axis_errors_in_a_file_name_the_file_and_key(in_tmp: Path, text: str, message: str) -> None:

@@ -75,7 +75,8 @@ def _env(dockerfile: str) -> dict[str, str]:
 def test_cpu_installs_the_pins_in_order_into_a_venv() -> None:
     dockerfile = render(CPU)
     assert dockerfile.splitlines()[1] == "FROM python:3.11-slim-bookworm"
-    assert "RUN python3.11 -m venv /opt/venv" in dockerfile  # the planned Python, or no build
+    # the planned Python, or no build
+    assert "RUN umask 0002 && python3.11 -m venv /opt/venv" in dockerfile
     assert "/opt/venv/bin/python -m pip install" in dockerfile
     assert _installed(dockerfile) == list(CPU.packages)
     assert "apt-get" not in dockerfile and "--upgrade pip" not in dockerfile
@@ -93,7 +94,8 @@ def test_pip_settings_are_fetched_used_and_deleted_in_one_run() -> None:
     dockerfile = render(CPU)
     run = dockerfile[dockerfile.index("ARG PIP_SETTINGS_URL") :].split("\n\n")[0]
     assert run.count("\nRUN ") == 1
-    assert '"$PIP_SETTINGS_URL"' in run and f"export PIP_CONFIG_FILE={SETTINGS_DIR}/pip.conf" in run
+    assert "PIP_SETTINGS_URL:-" in run and f"export PIP_CONFIG_FILE={SETTINGS_DIR}/pip.conf" in run
+    assert '"$PIP_SETTINGS_URL"' not in run  # the fetch reads it from its environment
     assert run.rstrip().endswith(f"rm -rf {SETTINGS_DIR}")
     assert "--no-cache-dir" in run
 
@@ -102,7 +104,7 @@ def test_gpu_with_and_cuda_installs_tensorflow_and_names_driver_capabilities() -
     dockerfile = render(GPU)
     assert _installed(dockerfile) == ["tensorflow[and-cuda]==2.15.1", "keras~=2.15.0"]
     assert "'tensorflow[and-cuda]==2.15.1'" in dockerfile  # quoted: [ ] are shell globs
-    assert "RUN python3.11 -m venv /opt/venv" in dockerfile
+    assert "RUN umask 0002 && python3.11 -m venv /opt/venv" in dockerfile
     assert "apt-get" not in dockerfile
     assert _env(dockerfile)["NVIDIA_DRIVER_CAPABILITIES"] == "compute,utility"
     assert "NVIDIA" not in render(CPU)
@@ -111,13 +113,14 @@ def test_gpu_with_and_cuda_installs_tensorflow_and_names_driver_capabilities() -
 def test_official_cuda_image_gets_python_from_apt_and_tensorflow_from_pip() -> None:
     dockerfile = render(CUDA_IMAGE_GPU)
     runs = [block for block in dockerfile.split("\n\n") if "\nRUN " in f"\n{block}"]
-    apt, venv, pip = (run[run.index("RUN ") :] for run in runs)
+    apt, user, venv, pip = (run[run.index("RUN ") :] for run in runs)
     assert dockerfile.splitlines()[1] == "FROM tensorflow/tensorflow:2.2.2-gpu"
     # Ubuntu's sources only: the image's stale NVIDIA repository key fails `apt-get update`
     assert apt.count("apt-get -o Dir::Etc::SourceParts=- ") == 2
     assert "python3.8 python3.8-venv" in apt and "python3-distutils" in apt
     assert apt.rstrip().endswith("rm -rf /var/lib/apt/lists/*")
-    assert venv == "RUN python3.8 -m venv /opt/venv"
+    assert "useradd --uid 10001" in user  # after apt, which needs root; before the venv
+    assert venv == "RUN umask 0002 && python3.8 -m venv /opt/venv"
     # the distribution's pip 9 upgrades itself, with the host's settings, before installing
     assert pip.index("--upgrade pip;") < pip.index("--progress-bar off")
     assert _installed(dockerfile) == list(CUDA_IMAGE_GPU.packages)  # TF too: the image's is unused

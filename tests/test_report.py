@@ -51,8 +51,7 @@ def html(base: Path, inputs: Inputs) -> str:
 
 
 def _pairs(html: str) -> dict:
-    found = re.search(r'<script type="application/json" id="pairs-data">(.*?)</script>', html,
-                      re.S)
+    found = re.search(r'<script type="application/json" id="pairs-data">(.*?)</script>', html, re.S)
     assert found, "the pair view's data is missing"
     return json.loads(found.group(1))
 
@@ -69,8 +68,7 @@ def test_size_is_small(html: str) -> None:
 
 
 def test_nothing_is_fetched_from_elsewhere(html: str) -> None:
-    assert not re.search(r"""(?:src|href|action|srcset)\s*=\s*["']?\s*(?:https?:)?//""", html,
-                         re.I)
+    assert not re.search(r"""(?:src|href|action|srcset)\s*=\s*["']?\s*(?:https?:)?//""", html, re.I)
     assert not re.search(r"url\(|@import|<link|<iframe", html, re.I)
     assert "default-src 'none'" in html  # the browser itself refuses any fetch
 
@@ -89,32 +87,53 @@ def test_pair_view_data(html: str) -> None:
     pairs = _pairs(html)
     assert pairs["envs"] == [f"{ENV_ID} · rep-a", f"{ENV_ID} · rep-b", f"{ENV_ID}-tfkeras"]
     assert {tuple(r) for r in pairs["rows"]} >= {
-        (m, f, c) for m in (MODEL, SCRIPT_NAME, IMG_NAME) for f in ("h5", "tflite")
-        for c in ("warm", "cold-model")}
+        (m, f, c)
+        for m in (MODEL, SCRIPT_NAME, IMG_NAME)
+        for f in ("h5", "tflite")
+        for c in ("warm", "cold-model")
+    }
     row = pairs["rows"].index([MODEL, "h5", "warm"])
     a, b, other = (cells[row] for cells in pairs["cells"])
     assert b["median"] == pytest.approx(a["median"] * 1.3)
     assert a["eviction"] == b["eviction"] == "read" and a["keras"] == "keras3"
     assert other["keras"] == "tf-keras"
     if importlib.util.find_spec("scipy"):
-        assert 0 < pairs["p"]["0,1"][row] <= 1
+        p, verdict = pairs["p"]["0,1"][row]
+        assert 0 < p <= 1 and verdict in ("slower", "underpowered")  # B is A's loads x 1.3
     else:
         assert pairs["p"] is None
     assert pairs["cells"][0][pairs["rows"].index([SCRIPT_NAME, "h5", "warm"])] is None
 
 
 def test_problems_list_the_failure_with_its_reason(html: str) -> None:
-    problems = html[html.index('<section id="problems">'):html.index('<section id="noise">')]
+    problems = html[html.index('<section id="problems">') : html.index('<section id="noise">')]
     assert "failure" in problems or "error" in problems
     assert HOSTILE_REASON.replace("<", "&lt;").replace(">", "&gt;") in problems
 
 
-def test_headline_names_a_fastest_format(html: str, inputs: Inputs) -> None:
-    headline = html[html.index('<section id="headline">'):html.index('<section id="heatmap">')]
-    fastest = inputs.stats.loc[inputs.stats.groupby(["env_id", "model", "cache_mode"])[
-        "load_median"].idxmin(), "format"]
-    for fmt in set(fastest):
+def test_headline_names_the_format_first_to_predict(html: str, inputs: Inputs) -> None:
+    headline = html[html.index('<section id="headline">') : html.index('<section id="heatmap">')]
+    assert inputs.stats["first_prediction_median"].notna().all()  # the harness records it
+    first = inputs.stats.loc[
+        inputs.stats.groupby(["run_id", "env_id", "model", "cache_mode"])[
+            "first_prediction_median"
+        ].idxmin(),
+        "format",
+    ]
+    for fmt in set(first):
         assert f'<b class="win">{fmt}</b>' in headline
+    assert "first to predict in" in headline and "cold start" in headline
+
+
+def test_a_fresh_run_has_parity_verdicts_and_device_start_up(html: str, inputs: Inputs) -> None:
+    """The harness's own records (schema 2): every cell has a parity verdict and a device
+    start-up time, and the report shows them (no "not checked" in a new run)."""
+    stats = inputs.stats
+    assert stats["parity_status"].isin(["pass", "fail", "not-informative"]).all()
+    assert stats["device_init_median"].notna().all()
+    parity = html[html.index('<section id="parity">') : html.index('<section id="environments">')]
+    assert 'class="unchecked"' not in parity and 'class="good"' in parity  # dense-10k passes
+    assert ">Device init</th>" in html
 
 
 def test_history_is_optional(inputs: Inputs, tmp_path: Path) -> None:
@@ -126,22 +145,24 @@ def test_history_is_optional(inputs: Inputs, tmp_path: Path) -> None:
 
 def _sweep_report(base: Path, out: Path, envs: int, models: int) -> str:
     ds = load_runs([sweep_run(real_run(base), out / "sweep", envs, models)])
-    return write_report(ds, cell_stats(ds), cell_problems(ds), out / "report", "sweep",
-                        history=series_frame(ds)).read_text(encoding="utf-8")
+    return write_report(
+        ds, cell_stats(ds), cell_problems(ds), out / "report", "sweep", history=series_frame(ds)
+    ).read_text(encoding="utf-8")
 
 
 def _section(html: str, section: str) -> str:
     start = html.index(f'<section id="{section}">')
-    return html[start:html.index("</section>", start)]
+    return html[start : html.index("</section>", start)]
 
 
 def _rows(html: str, table: str) -> int:
-    body = html[html.index(f'id="{table}"'):]
-    return body[body.index("<tbody>"):body.index("</tbody>")].count("<tr>")
+    body = html[html.index(f'id="{table}"') :]
+    return body[body.index("<tbody>") : body.index("</tbody>")].count("<tr>")
 
 
 def test_a_big_sweep_keeps_every_section_and_counts_what_it_leaves_out(
-        base: Path, tmp_path: Path) -> None:
+    base: Path, tmp_path: Path
+) -> None:
     """1200 measured and 1200 invalid cells in 30 environments: the per-cell tables keep
     MAX_ROWS rows and say how many more there are, the bars pool the environments, and the
     heat map still has every environment."""
@@ -176,8 +197,12 @@ def test_a_sweep_of_a_few_hundred_cells_lists_every_cell(base: Path, tmp_path: P
 
 
 def test_units_fit_the_value() -> None:
-    assert [seconds(v) for v in (2.5, 0.0123, 4.56e-6, None)] == ["2.5 s", "12.3 ms",
-                                                                  "4.56 µs", "—"]
+    assert [seconds(v) for v in (2.5, 0.0123, 4.56e-6, None)] == [
+        "2.5 s",
+        "12.3 ms",
+        "4.56 µs",
+        "—",
+    ]
     assert [size(v) for v in (512, 70_896, 3.5e9)] == ["512 B", "70.9 kB", "3.5 GB"]
     assert count(9922) == "9.92k"
 

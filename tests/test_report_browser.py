@@ -23,8 +23,14 @@ pytestmark = pytest.mark.slow
 CHROMIUM = Path("/usr/bin/chromium")
 # No GPU, no sandbox (root in a container), and none of Chromium's own background fetches,
 # so "no request leaves the page" measures the report alone.
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 SCREENSHOT = ROOT / "test-artifacts" / "report.png"
 
 
@@ -40,14 +46,20 @@ class Seen:
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: run tests/ensure-chromium.sh (installs Debian's "
-                    "chromium) before the browser tests", pytrace=False)
+        pytest.fail(
+            f"{CHROMIUM} is missing: run tests/ensure-chromium.sh (installs Debian's "
+            "chromium) before the browser tests",
+            pytrace=False,
+        )
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        pytest.fail("playwright is not installed: pip install -e '.[test]' (never run "
-                    "`playwright install`; the system Chromium from tests/ensure-chromium.sh "
-                    "is used)", pytrace=False)
+        pytest.fail(
+            "playwright is not installed: pip install -e '.[test]' (never run "
+            "`playwright install`; the system Chromium from tests/ensure-chromium.sh "
+            "is used)",
+            pytrace=False,
+        )
     with sync_playwright() as p:
         chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         yield chromium
@@ -102,8 +114,12 @@ def test_hostile_names_are_text(page: Any, seen: Seen) -> None:
 
 
 def _column(page: Any, table: str, index: int) -> list[float]:
-    return [float(v) for v in page.locator(f"#{table} tbody tr").evaluate_all(
-        f"rows => rows.map(r => r.cells[{index}].dataset.sort)")]
+    return [
+        float(v)
+        for v in page.locator(f"#{table} tbody tr").evaluate_all(
+            f"rows => rows.map(r => r.cells[{index}].dataset.sort)"
+        )
+    ]
 
 
 def test_tables_sort_on_click(page: Any) -> None:

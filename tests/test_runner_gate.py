@@ -20,8 +20,17 @@ from matrix.runner import execute
 
 
 def test_the_harness_waits_at_its_gate_while_the_orchestrator_works(tmp_path: Path) -> None:
-    config = load_config(None, {"results_dir": str(tmp_path), "models": "dense-10k",
-                                "formats": "h5", "cache": "warm", "repeats": 1, "warmup": 0})
+    config = load_config(
+        None,
+        {
+            "results_dir": str(tmp_path),
+            "models": "dense-10k",
+            "formats": "h5",
+            "cache": "warm",
+            "repeats": 1,
+            "warmup": 0,
+        },
+    )
     plan = RunPlan(config=config, run_id="gate-test")
     backend = LocalBackend()
     records = plan.run_dir / f"{backend.env_id()}.jsonl"

@@ -29,8 +29,21 @@ from matrix.venvs import ensure_venv
 from tests.docker_matrix import matrix, records
 
 FIXTURE_RUN = Path(__file__).parent / "fixtures" / "runs" / "20261127-195717-722a"  # real Docker
-SLICE = ("--models", "dense-10k", "--formats", "h5,tflite", "--cache", "warm,cold-model",
-         "--repeats", "1", "--warmup", "0", "--inference-runs", "2", "--no-report")
+SLICE = (
+    "--models",
+    "dense-10k",
+    "--formats",
+    "h5,tflite",
+    "--cache",
+    "warm,cold-model",
+    "--repeats",
+    "1",
+    "--warmup",
+    "0",
+    "--inference-runs",
+    "2",
+    "--no-report",
+)
 ENVS = ["tf2.12-py3.11-cpu", "tf2.21-py3.11-cpu"]
 
 
@@ -43,8 +56,19 @@ def venv_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def first_run(tmp_path_factory: pytest.TempPathFactory, venv_root: Path):
     work = tmp_path_factory.mktemp("venv-run")
-    proc = matrix(work, "run", "--backend", "venv", "--tf", "2.12,2.21", "--py", "3.11",
-                  "--build-dir", str(venv_root), *SLICE)
+    proc = matrix(
+        work,
+        "run",
+        "--backend",
+        "venv",
+        "--tf",
+        "2.12,2.21",
+        "--py",
+        "3.11",
+        "--build-dir",
+        str(venv_root),
+        *SLICE,
+    )
     (run_dir,) = run_dirs(work / "results")
     return proc, run_dir
 
@@ -78,8 +102,10 @@ def test_bytecode_is_compiled_as_pip_does_in_the_images(first_run) -> None:
 
 def test_keras_differs_as_the_pins_say(first_run) -> None:
     _, run_dir = first_run
-    kinds = {env_id: next(r for r in records(run_dir, env_id) if r["kind"] == "environment")
-             for env_id in ENVS}
+    kinds = {
+        env_id: next(r for r in records(run_dir, env_id) if r["kind"] == "environment")
+        for env_id in ENVS
+    }
     assert kinds["tf2.12-py3.11-cpu"]["keras"].startswith("2.12")
     assert kinds["tf2.21-py3.11-cpu"]["keras"].startswith("3.")
 
@@ -99,8 +125,19 @@ def test_records_carry_every_field_the_docker_backend_writes(first_run) -> None:
 
 
 def test_a_second_run_reinstalls_nothing(tmp_path: Path, venv_root: Path, first_run) -> None:
-    proc = matrix(tmp_path, "run", "--backend", "venv", "--tf", "2.21", "--py", "3.11",
-                  "--build-dir", str(venv_root), *SLICE)
+    proc = matrix(
+        tmp_path,
+        "run",
+        "--backend",
+        "venv",
+        "--tf",
+        "2.21",
+        "--py",
+        "3.11",
+        "--build-dir",
+        str(venv_root),
+        *SLICE,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
     (run_dir,) = run_dirs(tmp_path / "results")
     (outcome,) = json.loads((run_dir / "manifest.json").read_text())["outcomes"]
@@ -108,11 +145,21 @@ def test_a_second_run_reinstalls_nothing(tmp_path: Path, venv_root: Path, first_
     assert outcome["build_s"] < 5
 
 
-def test_auto_picks_venv_when_no_docker_daemon_answers(tmp_path: Path, venv_root: Path,
-                                                       first_run) -> None:
-    proc = matrix(tmp_path, "run", "--backend", "auto", "--tf", "2.21",
-                  "--build-dir", str(venv_root), *SLICE,
-                  env={"DOCKER_HOST": f"unix://{tmp_path}/no-daemon.sock"})
+def test_auto_picks_venv_when_no_docker_daemon_answers(
+    tmp_path: Path, venv_root: Path, first_run
+) -> None:
+    proc = matrix(
+        tmp_path,
+        "run",
+        "--backend",
+        "auto",
+        "--tf",
+        "2.21",
+        "--build-dir",
+        str(venv_root),
+        *SLICE,
+        env={"DOCKER_HOST": f"unix://{tmp_path}/no-daemon.sock"},
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
     assert "backend auto: venv (cannot reach the Docker daemon" in proc.stdout
     (run_dir,) = run_dirs(tmp_path / "results")
@@ -158,7 +205,8 @@ def _keys_by_kind(path: Path) -> dict[str, set[str]]:
 
 
 def test_the_next_environment_starts_while_the_last_is_torn_down(
-        tmp_path: Path, venv_root: Path, first_run, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, venv_root: Path, first_run, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The sweep's schedule, with the two real venv harnesses: the second is launched once the
     first has written `done` but before the first is released (the overlap that saves a
     container start per environment), and its gate opens only after that release, so nothing
@@ -171,22 +219,40 @@ def test_the_next_environment_starts_while_the_last_is_torn_down(
             returned = real(run, *args)
             steps.append((step, run.records_file.stem))
             return returned
+
         return record
 
     monkeypatch.setattr(HarnessRun, "__init__", spy("launched", HarnessRun.__init__))
     monkeypatch.setattr(HarnessRun, "measure", spy("measured", HarnessRun.measure))
     monkeypatch.setattr(HarnessRun, "finish", spy("released", HarnessRun.finish))
-    config = load_config(None, {"results_dir": str(tmp_path), "tf": "2.12,2.21", "python": "3.11",
-                                "models": "dense-10k", "formats": "h5", "cache": "warm",
-                                "repeats": 1, "warmup": 0, "inference_runs": 1})
+    config = load_config(
+        None,
+        {
+            "results_dir": str(tmp_path),
+            "tf": "2.12,2.21",
+            "python": "3.11",
+            "models": "dense-10k",
+            "formats": "h5",
+            "cache": "warm",
+            "repeats": 1,
+            "warmup": 0,
+            "inference_runs": 1,
+        },
+    )
     provisioner = VenvProvisioner(venv_root, find_pythons())
     environments, skipped = provisioner.plan(config)
     plan = RunPlan(config=config, run_id="schedule")
     outcomes = Sweep(plan, provisioner, environments, skipped, Console(quiet=True)).run()
     assert [o.status for o in outcomes] == ["ok", "ok"]
     first, second = ENVS
-    assert steps == [("launched", first), ("measured", first), ("launched", second),
-                     ("released", first), ("measured", second), ("released", second)]
+    assert steps == [
+        ("launched", first),
+        ("measured", first),
+        ("launched", second),
+        ("released", first),
+        ("measured", second),
+        ("released", second),
+    ]
     for env_id in ENVS:
         assert records(plan.run_dir, env_id)[-1]["kind"] == "done"
-    assert not list(plan.run_dir.glob(".start-*"))  # every gate removed
+    assert not list(plan.run_dir.glob(".gate-*"))  # every gate removed

@@ -1,17 +1,26 @@
 """The Docker backend: run the harness inside an environment's image, one fresh container each.
 
 The container is what makes the numbers honest across environments: no network
-(`--network none`), the records bind-mounted back to `<run_dir>/`, the artifacts on a named
-volume kept per run (so their storage is a real Docker volume, and the record says so). Cold
-caches need the page cache dropped, which a container may only do with exactly
-`--cap-add SYS_ADMIN --security-opt systempaths=unconfined` (`--privileged` fails to start on
-some hosts), so that is given only when the user allows it.
+(`--network none`), the artifacts on a named volume kept per run (so their storage is a real
+Docker volume, and the record says so).
+
+It is also what contains the code a measurement runs — a model file, a package from the index —
+which may be hostile. So the harness runs as an unprivileged user with no capability and no way
+to regain one, and the container sees nothing of the host but its own files (`mounts`): its
+records file, its host-call folder, its environment folder (start gate and model options,
+read-only), its volume and the user's files: models, their code and inputs (read-only). The
+run folder itself, the manifest, the logs and the other environments' records stay out of its
+reach. Cold caches are dropped by the host on request (`matrix.hostdrop`), never by a
+container: what that needs would give it the host's root.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
+import posixpath
 import re
+import stat
 import subprocess
 import threading
 from collections.abc import Sequence
@@ -22,15 +31,23 @@ from docker.errors import APIError, NotFound
 from docker.types import DeviceRequest
 from requests.exceptions import RequestException
 
-from harness.cache import drop_all_caches, drop_caches_allowed
+from harness.catalog import parse_model
 from harness.hostcalls import CALLS_DIR_ENV, SERVES_ENV, Handler, serve_host_calls
+from harness.records import open_regular
+from matrix import hostdrop
 from matrix.environments import Environment
+from matrix.lock import holder_token
 from matrix.plan import RunPlan
+from matrix.render import HARNESS_UID
 
 RESULTS_MOUNT = "/results"
 ARTIFACTS_MOUNT = "/artifacts"
+USER_FILES_MOUNT = "/user-files"
 RUN_LABEL = "tf-load-matrix.run"
 TRIAL_LABEL = "tf-load-matrix.trial"
+# The `matrix` process that started it (matrix.lock.holder_token): once that process is gone,
+# the next run removes the container (matrix.stopping).
+HOLDER_LABEL = "tf-load-matrix.holder"
 
 
 def container_name(run_id: str, env_id: str) -> str:
@@ -39,28 +56,89 @@ def container_name(run_id: str, env_id: str) -> str:
 
 
 def host_calls_dir(plan: RunPlan, env_id: str) -> Path:
-    """Where a container asks the host for what it may not do itself (in the records mount)."""
+    """Where a container asks the host for what it may not do itself (mounted read-write)."""
     return plan.run_dir / f".host-calls-{env_id}"
 
 
-def run_request(env: Environment, plan: RunPlan, tag: str, allow_cache_drop: bool,
-                host_calls: Sequence[str] = ()) -> dict:
+def container_user() -> str:
+    """Who the harness runs as, never root: the image's own user under a root `matrix` (which
+    hands it its files), else `matrix`'s own uid, which owns them already. Either way it is in
+    the image user's group (`group_add`), which may write the venv: see the Dockerfile."""
+    if os.geteuid() == 0:
+        return f"{HARNESS_UID}:{HARNESS_UID}"
+    return f"{os.getuid()}:{os.getgid()}"
+
+
+def user_files(plan: RunPlan) -> dict[str, str]:
+    """The user's files — model files (`--models ./file`), their code and inputs — → where
+    their container sees them.
+
+    Each is mounted read-only under USER_FILES_MOUNT in a folder of its own, keeping its base
+    name: the harness names a file model after it, so the records match a run outside Docker.
+    Nothing of them is copied into an image: the measured environment stays the same.
+    """
+    paths = [parse_model(name).path for name in plan.config.model_names]
+    for entry in plan.config.models:
+        if not isinstance(entry, str):
+            paths += [str(path) for path in (*entry.code, entry.inputs) if path is not None]
+    files: dict[str, str] = {}
+    for path in filter(None, paths):
+        base = posixpath.basename(os.path.normpath(path))
+        files.setdefault(path, f"{USER_FILES_MOUNT}/{len(files)}/{base}")
+    return files
+
+
+def mounts(env: Environment, plan: RunPlan) -> dict[str, dict[str, str]]:
+    """Everything of the host a container of `env` sees (`binds`: host path or volume name →
+    where it appears). The records file and both folders are the host's (`prepare_host_files`):
+    a container cannot rename or remove a mount point, so it can never swap one for a link."""
+    run_dir = plan.run_dir.absolute()
+    gate = plan.start_gate(env.id).absolute()
+    calls = host_calls_dir(plan, env.id).absolute()
+    binds = {
+        str(run_dir / f"{env.id}.jsonl"): {"bind": f"{RESULTS_MOUNT}/{env.id}.jsonl", "mode": "rw"},
+        str(calls): {"bind": f"{RESULTS_MOUNT}/{calls.name}", "mode": "rw"},
+        str(gate.parent): {"bind": f"{RESULTS_MOUNT}/{gate.parent.name}", "mode": "ro"},
+        container_name(plan.run_id, env.id): {"bind": ARTIFACTS_MOUNT, "mode": "rw"},
+    }
+    binds |= {path: {"bind": seen, "mode": "ro"} for path, seen in user_files(plan).items()}
+    return binds
+
+
+def prepare_host_files(plan: RunPlan, env_id: str) -> None:
+    """Create what `mounts` binds from the run folder, handed to the container's user.
+
+    The records file is new (O_EXCL: an earlier attempt's was set aside by the sweep); the
+    folders may remain from an interrupted run, and must then be real folders, not links.
+    """
+    uid = HARNESS_UID if os.geteuid() == 0 else -1  # -1: keep; a non-root `matrix` owns them
+    plan.run_dir.mkdir(parents=True, exist_ok=True)
+    fd = open_regular(str(plan.run_dir / f"{env_id}.jsonl"), os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+    try:
+        os.fchown(fd, uid, uid)
+    finally:
+        os.close(fd)
+    for folder in (host_calls_dir(plan, env_id), plan.start_gate(env_id).parent):
+        folder.mkdir(exist_ok=True)
+        if not stat.S_ISDIR(folder.lstat().st_mode):
+            raise OSError(f"{folder} is not a folder; remove it")
+    os.chown(host_calls_dir(plan, env_id), uid, uid, follow_symlinks=False)
+
+
+def run_request(env: Environment, plan: RunPlan, tag: str, host_calls: Sequence[str] = ()) -> dict:
     """Everything sent to the engine for one harness container, as one plain dict.
 
     Kept pure so the exact request — including the GPU device request that cannot be exercised
     on a machine without one — is tested without an engine. `host` is what the engine's
-    HostConfig receives; `--security-opt systempaths=unconfined` is not an engine option but
-    the Docker CLI's name for empty MaskedPaths and ReadonlyPaths, so it is spelled that way.
+    HostConfig receives: no network, no capability, no privilege gained through a setuid file.
     """
     host: dict[str, Any] = {
         "network_mode": "none",
-        "binds": {
-            str(plan.run_dir.absolute()): {"bind": RESULTS_MOUNT, "mode": "rw"},
-            container_name(plan.run_id, env.id): {"bind": ARTIFACTS_MOUNT, "mode": "rw"},
-        },
+        "binds": mounts(env, plan),
+        "cap_drop": ["ALL"],
+        "security_opt": ["no-new-privileges"],
+        "group_add": [str(HARNESS_UID)],
     }
-    if allow_cache_drop:
-        host["cap_add"] = ["SYS_ADMIN"]
     if env.device == "gpu":
         host["device_requests"] = [DeviceRequest(count=-1, capabilities=[["gpu"]])]
     environment = {}
@@ -71,48 +149,61 @@ def run_request(env: Environment, plan: RunPlan, tag: str, allow_cache_drop: boo
         "image": tag,
         "environment": environment,
         "entrypoint": None,  # the image's own: python3 -m harness
-        "command": plan.harness_args(env.id, out=RESULTS_MOUNT, work=ARTIFACTS_MOUNT),
+        "command": plan.harness_args(
+            env.id, out=RESULTS_MOUNT, work=ARTIFACTS_MOUNT, seen=user_files(plan)
+        ),
         "name": container_name(plan.run_id, env.id),
-        "labels": {RUN_LABEL: plan.run_id, "tf-load-matrix.env": env.id},
+        "labels": {
+            RUN_LABEL: plan.run_id,
+            "tf-load-matrix.env": env.id,
+            HOLDER_LABEL: holder_token(),
+        },
+        "user": container_user(),
         "host": host,
-        "unmasked_proc": allow_cache_drop,
     }
 
 
-def trial_request(env: Environment, plan: RunPlan, tag: str, allow_cache_drop: bool,
-                  call: dict) -> dict:
+def trial_request(env: Environment, plan: RunPlan, tag: str, call: dict) -> dict:
     """The container of one trial (`--isolation container`), for a harness `trial` call.
 
-    It is the environment's own request — same image, mounts, capabilities, no network, run
-    label (so the Ctrl-C cleanup finds it too) — running only the trial worker's argv. Paths in
-    the argv are valid in it because the mounts are the same; the artifacts are the same
-    volume's inodes, so the page-cache state the harness prepared and proved is the one the
+    It is the environment's own request — same image, user, mounts, no capability, no network,
+    run label (so the Ctrl-C cleanup finds it too) — running only the trial worker's argv.
+    Paths in the argv are valid in it because the mounts are the same; the artifacts are the
+    same volume's inodes, so the page-cache state the harness prepared and proved is the one the
     worker meets.
     """
     argv, environment = call.get("argv"), call.get("env")
     if not (isinstance(argv, list) and argv and all(isinstance(a, str) for a in argv)):
         raise ValueError(f"trial call: argv must be a non-empty list of strings (got {argv!r})")
-    if not (isinstance(environment, dict) and
-            all(isinstance(v, str) for v in environment.values())):
+    if not (
+        isinstance(environment, dict) and all(isinstance(v, str) for v in environment.values())
+    ):
         raise ValueError(f"trial call: env must map names to strings (got {environment!r})")
-    request = run_request(env, plan, tag, allow_cache_drop)
-    request.update(name=f"{request['name']}-trial-{call['id']}", entrypoint=argv[:1],
-                   command=argv[1:], environment=dict(environment),
-                   labels={**request["labels"], TRIAL_LABEL: str(call["id"])})
+    request = run_request(env, plan, tag)
+    request.update(
+        name=f"{request['name']}-trial-{call['id']}",
+        entrypoint=argv[:1],
+        command=argv[1:],
+        environment=dict(environment),
+        labels={**request["labels"], TRIAL_LABEL: str(call["id"])},
+    )
     return request
 
 
 def start_container(client: Any, request: dict, **overrides: Any) -> Any:
     """Create and start the container a request describes (low-level API: see run_request)."""
     host_config = client.api.create_host_config(**request["host"])
-    if request["unmasked_proc"]:  # systempaths=unconfined: /proc/sys writable for drop_caches
-        host_config["MaskedPaths"] = []
-        host_config["ReadonlyPaths"] = []
     created = client.api.create_container(
-        image=request["image"], command=request["command"], name=request["name"],
-        labels=request["labels"], host_config=host_config, environment=request["environment"],
+        image=request["image"],
+        command=request["command"],
+        name=request["name"],
+        labels=request["labels"],
+        host_config=host_config,
+        environment=request["environment"],
+        user=request["user"],
         volumes=[b["bind"] for b in request["host"].get("binds", {}).values()],
-        **{"entrypoint": request["entrypoint"], **overrides})
+        **{"entrypoint": request["entrypoint"], **overrides},
+    )
     client.api.start(created["Id"])
     # The SDK's Container for that id, without the inspect request `containers.get` would send:
     # waiting, logs and removal need only the id.
@@ -184,11 +275,9 @@ class DockerBackend:
 
     name = "docker"
 
-    def __init__(self, client: Any, env: Environment, tag: str, allow_cache_drop: bool) -> None:
+    def __init__(self, client: Any, env: Environment, tag: str, drop_route: str | None) -> None:
         self._client, self._env, self._tag = client, env, tag
-        self._allow_cache_drop = allow_cache_drop
-        # Root on the host (same kernel, same page cache) drops it for an unprivileged container.
-        self._host_drop = not allow_cache_drop and drop_caches_allowed()
+        self._drop_route = drop_route  # how this host drops the page cache (matrix.hostdrop)
 
     def check(self) -> None:
         """The image was built (or found) just before; nothing else can be missing."""
@@ -197,8 +286,8 @@ class DockerBackend:
         return self._env.id
 
     def launch(self, plan: RunPlan, env_id: str, log: IO[bytes]) -> ContainerHarness:
-        request = run_request(self._env, plan, self._tag, self._allow_cache_drop,
-                              host_calls=sorted(self._services(plan)))
+        prepare_host_files(plan, env_id)
+        request = run_request(self._env, plan, self._tag, host_calls=sorted(self._services(plan)))
         return ContainerHarness(start_container(self._client, request), log)
 
     def serve(self, plan: RunPlan, env_id: str) -> None:
@@ -207,18 +296,22 @@ class DockerBackend:
             serve_host_calls(str(host_calls_dir(plan, env_id)), services)
 
     def _services(self, plan: RunPlan) -> dict[str, Handler]:
-        """What the harness container may ask of this host: page-cache drops (when the host may
-        and the container may not) and, with `isolation: container`, each trial run in a
-        fresh container, so no trial inherits another's container state."""
+        """What the harness container may ask of this host: page-cache drops (when the host
+        can drop it) and, with `isolation: container`, each trial run in a fresh container, so
+        no trial inherits another's container state."""
         services: dict[str, Handler] = {}
-        if self._host_drop:
-            services["drop"] = _drop_caches
+        if self._drop_route:
+            services["drop"] = self._drop_caches
         if plan.config.isolation == "container":
             services["trial"] = lambda call: self._run_trial(plan, call)
         return services
 
+    def _drop_caches(self, _call: dict) -> dict:
+        hostdrop.drop(str(self._drop_route))
+        return {}
+
     def _run_trial(self, plan: RunPlan, call: dict) -> dict:
-        request = trial_request(self._env, plan, self._tag, self._allow_cache_drop, call)
+        request = trial_request(self._env, plan, self._tag, call)
         return run_trial_container(self._client, request, float(call["timeout_s"]))
 
 
@@ -238,13 +331,11 @@ def run_trial_container(client: Any, request: dict, timeout_s: float) -> dict:
     finally:
         with contextlib.suppress(NotFound):
             container.remove(force=True)
-    return {"exit_code": -(code - 128) if code > 128 else code,
-            "stderr": stderr.decode(errors="replace"), "container_id": container.id}
-
-
-def _drop_caches(_call: dict) -> dict:
-    drop_all_caches()
-    return {}
+    return {
+        "exit_code": -(code - 128) if code > 128 else code,
+        "stderr": stderr.decode(errors="replace"),
+        "container_id": container.id,
+    }
 
 
 def remove_run_containers(client: Any, run_id: str) -> int:

@@ -108,7 +108,7 @@ document.addEventListener("click", function (ev) {
       tr.appendChild(side(y));
       const why = incomparable(x, y);
       const change = why ? null : y.median / x.median - 1;
-      const p = pair ? pair[r] : null;
+      const p = pair && pair[r] ? pair[r][0] : null, verdict = pair && pair[r] ? pair[r][1] : null;
       if (change === null) {
         tr.appendChild(cell("—", "inf"));
       } else {
@@ -116,10 +116,9 @@ document.addEventListener("click", function (ev) {
         tr.appendChild(cell((change >= 0 ? "+" : "") + Math.round(change * 100) + " %", change, cls));
       }
       const tested = p !== null && p !== undefined && !why;
-      const real = tested && p < data.alpha && Math.abs(change) > data.threshold;
       tr.appendChild(tested ? cell(p.toPrecision(2), p) : cell("n/a", "inf"));
       tr.appendChild(why ? cell("not comparable: " + why, undefined, "incomparable")
-        : cell(real ? (change > 0 ? "slower" : "faster") + " (significant)" : ""));
+        : cell(tested && verdict ? verdict : "", undefined, verdict || ""));
       body.appendChild(tr);
     });
   }

@@ -1,0 +1,40 @@
+"""Children that die with their parent: no harness outlives `matrix`, no worker its harness.
+
+A parent killed outright (SIGKILL, the OOM killer, a CI runner's cancel) runs no cleanup, and
+its children would run on with PPID 1: trials timed for nobody, beside the next run, which has
+taken the lock the dead one's kernel released. Linux kills a process when its parent goes if it
+asked to (prctl PR_SET_PDEATHSIG). It is asked in the child between fork and exec, so it is in
+force before the child runs any code of its own, and exec keeps it. The kernel means the parent
+*thread*: spawn from a thread that lives as long as the child (the main thread, here). Other
+systems get nothing armed; the stop on Ctrl-C or SIGTERM still applies there.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import sys
+from collections.abc import Callable
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def die_with_parent() -> Callable[[], None] | None:
+    """A `preexec_fn` making the child receive SIGKILL when this process ends; None off Linux.
+
+    Everything is looked up here, in the parent: the function the child runs between fork and
+    exec only calls libc and `os`, and never imports (a child forked from a threaded parent
+    must not wait for a lock another thread held at the fork).
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    parent, kill = os.getpid(), int(signal.SIGKILL)
+
+    def arm() -> None:
+        prctl(PR_SET_PDEATHSIG, kill)
+        if os.getppid() != parent:  # the parent died before the call above could cover it
+            os.kill(os.getpid(), kill)
+
+    return arm
