@@ -1,6 +1,6 @@
 """How fast is this machine right now? A fixed CPU-bound kernel, timed in the environment.
 
-Load times move with the machine: a shared VM drifts ±20 % over a day, more than the 10 %
+Load times move with the machine: a shared VM drifts ±20 % over a day, as much as the
 threshold `matrix compare` flags. Each run therefore times the same single-threaded work at its
 start (`calibration_s` in the `environment` record) and at its end (`calibration_end_s` in the
 `done` record), so a comparison can tell a slower machine from slower code. The work is zlib

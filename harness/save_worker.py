@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 import time
 from typing import Any
 
@@ -170,5 +171,18 @@ def main(spec_path: str) -> int:
     return 0
 
 
+def main_in_scratch(spec_path: str) -> int:
+    """`main`, with every temporary file (the SavedModel exports TFLite conversions go through)
+    in a scratch folder beside the model's artifacts, removed at the end: a large model's
+    exports would otherwise pile up in /tmp, outside the environment's own folder."""
+    scratch = os.path.join(os.path.dirname(os.path.abspath(spec_path)), "scratch")
+    os.makedirs(scratch, exist_ok=True)
+    tempfile.tempdir = scratch
+    try:
+        return main(spec_path)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1]))
+    sys.exit(main_in_scratch(sys.argv[1]))

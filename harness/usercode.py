@@ -3,7 +3,8 @@
 Run in every process that saves or loads a model with `code` in its model options, after the
 runtime's import and before the load clock: `user_code_import_s` is recorded apart. Each module
 is registered under its file's stem, so a Keras 3 config naming `module: "my_layers"` resolves
-to it, and its folder goes on `sys.path`, so it may import its siblings. Its classes and
+to it, and its folder goes on `sys.path`, so it may import its siblings (with the docker
+backend only the modules given are mounted: give every module the code imports). Its classes and
 functions become the `custom_objects` of H5 / Keras loads; objects it registers with
 `register_keras_serializable` resolve through Keras's registry as well. Nothing is installed.
 """

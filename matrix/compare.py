@@ -20,7 +20,9 @@ the test is on log times, so only the ratio of the two factors matters, and medi
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 from rich import box
@@ -58,6 +60,7 @@ MEASURED_BY = {
 _OF_ENVIRONMENT = ["tensorflow", "keras_impl", "host", "cpu_model", "backend", "weights"]
 UNKNOWN = {"", "auto"}  # not recorded (an older run), or a manifest's `auto` backend
 REPEATS_SHOWN = 1000  # the summary says "more than this" rather than search further
+TESTED = ("slower", "faster", "same", "underpowered")  # the verdicts of the family judged
 _STYLE = dict(zip(VERDICTS, ["red", "green", "magenta", "dim", "yellow"]))
 
 
@@ -86,9 +89,10 @@ class Comparison:
         return self.cells[self.cells["verdict"] == "underpowered"]
 
 
-def cells(ds: Dataset) -> pd.DataFrame:
+def cells(ds: Dataset, keys: list[str] = KEY) -> pd.DataFrame:
     """Per cell: its load-time samples, what it measured (`MEASURED_BY`, as sorted text) and
-    its environment's calibration figure."""
+    its environment's calibration figure. `keys`: KEY, or `["run_id", *KEY]` for a cell per
+    run (`matrix history`)."""
     env = ds.environments.reindex(columns=[*ENVIRONMENT, *_OF_ENVIRONMENT, "calibration_s"])
     of_trials = [c for c in MEASURED_BY if c not in _OF_ENVIRONMENT]
     trials = ds.trials.reindex(
@@ -96,13 +100,12 @@ def cells(ds: Dataset) -> pd.DataFrame:
     )
     ways = measured(trials)[[*ENVIRONMENT, *KEY[1:], *of_trials]].drop_duplicates()
     ways = ways.merge(env.drop(columns="calibration_s"), on=ENVIRONMENT, how="left")
-    frame = load_samples(ds, KEY)
+    frame = load_samples(ds, keys)
     for name in MEASURED_BY:  # every distinct value, sorted: "fadvise, read" if they were mixed
-        frame = frame.merge(distinct_values(ways, KEY, name, ", "), on=KEY, how="left")
-    calibration = pd.to_numeric(env["calibration_s"], errors="coerce").groupby(env["env_id"])
-    frame = frame.merge(
-        calibration.median().rename("calibration").reset_index(), on="env_id", how="left"
-    )
+        frame = frame.merge(distinct_values(ways, keys, name, ", "), on=keys, how="left")
+    by = [k for k in ENVIRONMENT if k in keys]  # the environment, and the run if keyed by it
+    calibration = pd.to_numeric(env["calibration_s"], errors="coerce").groupby([env[k] for k in by])
+    frame = frame.merge(calibration.median().rename("calibration").reset_index(), on=by, how="left")
     return frame.fillna({name: "" for name in MEASURED_BY})
 
 
@@ -123,26 +126,30 @@ def compare_runs(
         samples_b = [
             [x / r for x in s] if not math.isnan(r) else s for s, r in zip(samples_b, ratio)
         ]
-    changes = judge(list(zip(both["samples_a"], samples_b)), threshold, alpha)
+    records = both.to_dict("records")
+    differences = [cell_differences(cell) for cell in records]
+    # Cells that measured different things are left out of the family `judge` corrects for.
+    changes = judge(
+        [
+            ([], []) if differs else (a_samples, b_samples)
+            for differs, a_samples, b_samples in zip(differences, both["samples_a"], samples_b)
+        ],
+        threshold,
+        alpha,
+    )
     rows = []
-    for cell, change, r, drift in zip(both.to_dict("records"), changes, ratio, drifted_cell):
-        differs = [
-            f"{label} {cell[f'{name}_a']} → {cell[f'{name}_b']}"
-            for name, label in MEASURED_BY.items()
-            if {cell[f"{name}_a"], cell[f"{name}_b"]}.isdisjoint(UNKNOWN)
-            and cell[f"{name}_a"] != cell[f"{name}_b"]
-        ]
+    for cell, differs, change, b_samples, r, drift in zip(
+        records, differences, changes, samples_b, ratio, drifted_cell
+    ):
         n_a, n_b = len(cell["samples_a"]), len(cell["samples_b"])
-        if min(n_a, n_b) < MIN_SAMPLES:
-            differs.insert(0, f"fewer than {MIN_SAMPLES} ok trials")
         notes = [*differs, *_calibration_notes(r, drift, normalise)]
         rows.append(
             {
                 **{k: cell[k] for k in KEY},
                 "n_a": n_a,
                 "n_b": n_b,
-                "median_a": change.median_a,
-                "median_b": change.median_b,
+                "median_a": _median(cell["samples_a"]),
+                "median_b": _median(b_samples),
                 "change": change.change,
                 "p_value": change.p_value,
                 "detectable": change.detectable,
@@ -175,6 +182,25 @@ def compare_runs(
         drifted=list(drifted.drop_duplicates("env_id").itertuples(index=False, name=None)),
         normalised=normalise,
     )
+
+
+def cell_differences(cell: dict[str, Any]) -> list[str]:
+    """Why the two sides of a cell (`samples_a`, `samples_b` and each `MEASURED_BY` name with
+    `_a` / `_b`) cannot be compared (none: they can): too few trials, or what they measured
+    differs (a side's unknown value is not a difference)."""
+    differs = [
+        f"{label} {cell[f'{name}_a']} → {cell[f'{name}_b']}"
+        for name, label in MEASURED_BY.items()
+        if {cell[f"{name}_a"], cell[f"{name}_b"]}.isdisjoint(UNKNOWN)
+        and cell[f"{name}_a"] != cell[f"{name}_b"]
+    ]
+    if min(len(cell["samples_a"]), len(cell["samples_b"])) < MIN_SAMPLES:
+        differs.insert(0, f"fewer than {MIN_SAMPLES} ok trials")
+    return differs
+
+
+def _median(samples: list[float]) -> float:
+    return statistics.median(samples) if samples else math.nan
 
 
 def _calibration_notes(ratio: float, drifted: bool, normalise: bool) -> list[str]:
@@ -244,7 +270,7 @@ def summary_line(comparison: Comparison, threshold: float, alpha: float) -> str:
     line = (
         f"{', '.join(parts)} (a change counts when > {threshold:.0%} and significant: "
         "Welch's t-test on log load times, Benjamini-Hochberg at "
-        f"{alpha:g} over the {len(comparison.cells)} cells)"
+        f"{alpha:g} over the {int(comparison.cells['verdict'].isin(TESTED).sum())} cells tested)"
     )
     alone = [
         f"{n} in {side}" for n, side in ((comparison.only_a, "A"), (comparison.only_b, "B")) if n
@@ -255,7 +281,7 @@ def summary_line(comparison: Comparison, threshold: float, alpha: float) -> str:
             _power_line(
                 comparison.underpowered["spread"],
                 threshold,
-                pair_alpha(alpha, len(comparison.cells)),
+                pair_alpha(alpha, int(comparison.cells["verdict"].isin(TESTED).sum())),
             )
         )
     if comparison.drifted:

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from matrix.inputs import RUN_ID
-from matrix.records import MANIFEST, Record, read_jsonl
+from matrix.records import MANIFEST, Record, Records, read_jsonl
 from matrix.stats import start_tests
 
 CELL = ["run_id", "env_id", "model", "format", "cache_mode"]
@@ -234,7 +234,7 @@ def _load(files: dict[Path, list[Path]]) -> Dataset:
             manifests.append(manifest)
         run_id = run_dir.name
         for path in paths:
-            found = read_jsonl(path)
+            found = _own_records(read_jsonl(path), path)
             problems.extend(found.problems)
             for record in found.records:
                 record.setdefault("run_id", run_id)
@@ -247,6 +247,29 @@ def _load(files: dict[Path, list[Path]]) -> Dataset:
             records.extend(found.records)
             sources.extend(found.sources)
     return dataset_of(records, sources, manifests, problems)
+
+
+def _own_records(found: Records, path: Path) -> Records:
+    """Only the records of the environment the file is named after (`<env_id>.jsonl`).
+
+    A container writes its own file, so a record in it naming another environment is a
+    forgery (or a copy gone wrong): trusted, it would add trials to that environment, or make
+    the environment's real file look like a duplicate and be skipped.
+    """
+    kept = Records()
+    foreign = 0
+    for record, source in zip(found.records, found.sources):
+        if record.get("env_id") == path.stem:
+            kept.records.append(record)
+            kept.sources.append(source)
+        else:
+            foreign += 1
+    kept.problems = list(found.problems)
+    if foreign:
+        kept.problems.append(
+            f"{path}: skipped {foreign} record(s) naming another environment than {path.stem!r}"
+        )
+    return kept
 
 
 def dataset_of(
@@ -351,10 +374,11 @@ def _environments(
             part.drop_duplicates(ENVIRONMENT, keep="last"), on=ENVIRONMENT, how="left"
         )
     frame = frame.merge(outcomes, on=ENVIRONMENT, how="left")
-    in_container = frame["in_container"].eq(True) | frame["hostname"].isna()
-    frame["host"] = frame["manifest_host"].where(
-        in_container & frame["manifest_host"].notna(), frame["hostname"]
-    )
+    # In a container the hostname is the container's id, new for every run: the machine is
+    # the manifest's host, else unknown (comparing runs must not see a new machine each night).
+    in_container = frame["in_container"].eq(True)
+    frame["host"] = frame["manifest_host"].where(in_container, frame["hostname"])
+    frame["host"] = frame["host"].where(frame["host"].notna(), frame["manifest_host"])
     backends = {m.get("run_id"): _backend(m) for m in manifests}
     frame["backend"] = [backends.get(run, LOCAL_BACKEND) for run in frame["run_id"]]
     return frame.drop(columns="manifest_host").sort_values(ENVIRONMENT, ignore_index=True)

@@ -18,8 +18,8 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
-from matrix.compare import detectable_text
-from matrix.dataset import Dataset, cell_stats, load_runs, load_samples
+from matrix.compare import MEASURED_BY, cell_differences, cells, detectable_text
+from matrix.dataset import Dataset, cell_stats, load_runs
 from matrix.runs import run_dirs
 from matrix.stats import ALPHA, THRESHOLD, judge
 from matrix.summary import ms
@@ -31,7 +31,7 @@ _STEP = {
     "faster": "[green]▼ faster[/]",
     "same": "",
     "underpowered": "[magenta]? underpowered[/]",
-    "not comparable": "[dim]n < 2[/]",
+    "not comparable": "[yellow]not comparable[/]",
 }
 
 
@@ -48,8 +48,9 @@ def series_frame(ds: Dataset) -> pd.DataFrame:
     """`history_frame` of runs already loaded."""
     started = ds.environments[["run_id", "env_id", "started"]]
     frame = cell_stats(ds).merge(started, on=["run_id", "env_id"], how="left")
-    frame = frame.merge(load_samples(ds, ["run_id", *SERIES]), on=["run_id", *SERIES], how="left")
-    return frame[COLUMNS].sort_values([*SERIES, "run_id"], ignore_index=True)
+    measured = cells(ds, ["run_id", *SERIES])[["run_id", *SERIES, "samples", *MEASURED_BY]]
+    frame = frame.merge(measured, on=["run_id", *SERIES], how="left")
+    return frame[[*COLUMNS, *MEASURED_BY]].sort_values([*SERIES, "run_id"], ignore_index=True)
 
 
 def select(
@@ -70,21 +71,34 @@ def latest_changes(
     frame: pd.DataFrame, threshold: float = THRESHOLD, alpha: float = ALPHA
 ) -> pd.DataFrame:
     """Per series in `frame` (a `series_frame`): its last run against the run before, with
-    change, p, detectable change and verdict (NaN for a series of one run)."""
+    change, p, detectable change and verdict (NaN for a series of one run), judged as
+    `matrix compare` judges: a step across a change of host, TF, backend … is `not comparable`
+    (`note` says which), and the other steps are one family."""
     rows, pairs = [], []
     ordered = frame.sort_values("run_id", kind="stable")
     for series, runs in ordered.groupby(SERIES, sort=False, dropna=False):
         rows.append(dict(zip(SERIES, series)))
         if len(runs) >= 2:
-            pairs.append((len(rows) - 1, runs["samples"].iloc[-2], runs["samples"].iloc[-1]))
-    for (row, _, _), change in zip(pairs, judge([(a, b) for _, a, b in pairs], threshold, alpha)):
+            before, last = runs.iloc[-2], runs.iloc[-1]
+            cell = {
+                f"{name}_{side}": run[name]
+                for side, run in (("a", before), ("b", last))
+                for name in ("samples", *MEASURED_BY)
+            }
+            differs = cell_differences(cell)
+            rows[-1]["note"] = "; ".join(differs)
+            pairs.append(
+                (len(rows) - 1, ([], []) if differs else (before["samples"], last["samples"]))
+            )
+    for (row, _), change in zip(pairs, judge([p for _, p in pairs], threshold, alpha)):
         rows[row].update(
             change=change.change,
             p_value=change.p_value,
             detectable=change.detectable,
-            verdict=change.verdict,
+            verdict="not comparable" if rows[row]["note"] else change.verdict,
         )
-    return pd.DataFrame(rows, columns=[*SERIES, "change", "p_value", "detectable", "verdict"])
+    columns = [*SERIES, "change", "p_value", "detectable", "verdict", "note"]
+    return pd.DataFrame(rows, columns=columns)
 
 
 def render(frame: pd.DataFrame, changes: pd.DataFrame, last: int) -> Table:
@@ -113,6 +127,11 @@ def render(frame: pd.DataFrame, changes: pd.DataFrame, last: int) -> Table:
             "" if pd.isna(row["change"]) else f"{row['change']:+.1%}",
             "" if pd.isna(row["p_value"]) else f"{row['p_value']:.3g}",
             detectable_text(row["detectable"]),
-            _STEP.get(row["verdict"], ""),
+            _STEP.get(row["verdict"], "")
+            + (
+                f" [dim]({escape(row['note'])})[/]"
+                if isinstance(row["note"], str) and row["note"]
+                else ""
+            ),
         )
     return table

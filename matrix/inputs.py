@@ -32,10 +32,10 @@ def refuse_control(field: str, value: object) -> None:
 
 def check_run_id(field: str, value: str) -> str:
     """`value` if it is a run id (one folder name), else ConfigError naming `field`."""
-    if not RUN_ID.fullmatch(value):
+    if not RUN_ID.fullmatch(value) or value == "latest":  # reports/latest links to the newest
         raise ConfigError(
             f"{field}: {value!r} is not a folder name; use letters, digits, '.', "
-            "'_' and '-', not starting with '.' or '-'"
+            "'_' and '-', not starting with '.' or '-', and not 'latest'"
         )
     return value
 

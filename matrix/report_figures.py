@@ -293,8 +293,8 @@ def history_table(history: pd.DataFrame) -> Table:
             for run in runs
         ]
         values = [v for v, _ in points if v is not None]
-        change, p_value, detectable, verdict = steps[key]
-        series.append((key, points, values, change, p_value, detectable, verdict))
+        change, p_value, detectable, verdict, note = steps[key]
+        series.append((key, points, values, change, p_value, detectable, verdict, note))
     if len(series) > MAX_ROWS:
         table.note = left_out_note(
             len(series) - MAX_ROWS,
@@ -304,7 +304,7 @@ def history_table(history: pd.DataFrame) -> Table:
         )
         series = sorted(series, key=lambda s: 0.0 if missing(s[3]) else -abs(s[3]))
         series = series[:MAX_ROWS]
-    for key, points, values, change, p_value, detectable, verdict in series:
+    for key, points, values, change, p_value, detectable, verdict, note in series:
         table.add(
             [
                 *(text_cell(k) for k in key),
@@ -322,7 +322,7 @@ def history_table(history: pd.DataFrame) -> Table:
                     "" if missing(p_value) else f"Welch p = {p_value:.3g}",
                 ),
                 num_cell(detectable, lambda d: f"±{d:.0%}"),
-                text_cell(verdict, _verdict(verdict)),
+                text_cell(verdict, _verdict(verdict), "" if missing(note) else str(note)),
             ]
         )
     return table

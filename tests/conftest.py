@@ -57,3 +57,10 @@ def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Run in an empty folder, so the repository's own matrix.yaml is not picked up."""
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def venv_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the venv backend's virtual environments live (`<root>/venvs/<env id>-<hash>`),
+    shared by the modules that run it: a TensorFlow venv takes minutes to make."""
+    return tmp_path_factory.mktemp("venv-build")

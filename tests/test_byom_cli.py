@@ -248,6 +248,10 @@ def test_a_container_gets_every_user_file_read_only_at_the_paths_it_is_told(
     assert all(binds[path]["mode"] == "ro" for path in seen)
     assert all(bind.startswith(f"{USER_FILES_MOUNT}/") for bind in seen.values())
     assert seen[str(model)].endswith("/mine.keras")  # its records name it as outside Docker
+    # Files of one host folder share one container folder (a module can import its siblings
+    # given with it), and only the files given are mounted, never the folder itself.
+    assert len({bind.rsplit("/", 1)[0] for bind in seen.values()}) == 1
+    assert str(model.parent) not in binds
     assert command[command.index("--models") + 1] == f"dense-10k,{seen[str(model)]}"
     options_at, written = _options(plan, cpu_env.id, command)
     assert written == {
@@ -299,6 +303,35 @@ def test_a_custom_layer_model_runs_locally_with_its_code(tmp_path: Path) -> None
     (run_dir,) = [p for p in (tmp_path / "results").iterdir() if p.is_dir()]
     (env_id,) = [p.stem for p in run_dir.glob("*.jsonl")]
     _one_ok_trial(run_dir, env_id, proc)
+
+
+def test_a_custom_layer_model_runs_in_a_venv_with_its_code(tmp_path: Path, venv_root: Path) -> None:
+    """The venv backend's harness gets the host paths, as local's does; the code module is
+    imported from where it is, never installed into the measured environment."""
+    _custom_layer_model(tmp_path)
+    proc = matrix(
+        tmp_path,
+        "run",
+        "--backend",
+        "venv",
+        "--tf",
+        "2.21",
+        "--py",
+        "3.11",
+        "--build-dir",
+        str(venv_root),
+        "--models",
+        "./scaled.keras",
+        "--code",
+        "./layers.py",
+        *ONE_TRIAL,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (run_dir,) = [p for p in (tmp_path / "results").iterdir() if p.is_dir()]
+    _one_ok_trial(run_dir, "tf2.21-py3.11-cpu", proc)
+    (outcome,) = json.loads((run_dir / "manifest.json").read_text())["outcomes"]
+    site = next(Path(outcome["image"]).glob("lib/python*/site-packages"))
+    assert not list(site.glob("layers*")), "the user's module was installed into the venv"
 
 
 def test_a_custom_layer_model_runs_in_docker_and_its_files_stay_read_only(

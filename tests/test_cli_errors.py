@@ -39,7 +39,7 @@ def _run(*args: str):
         (
             ["--run-id", "../elsewhere"],
             "error: --run-id: '../elsewhere' is not a folder name; use letters, digits, '.', '_' "
-            "and '-', not starting with '.' or '-'",
+            "and '-', not starting with '.' or '-', and not 'latest'",
         ),
         (
             ["--run-id", "nightly-1", "--resume", "20261127-183000-ab12"],

@@ -103,3 +103,36 @@ def test_no_runs_is_a_configuration_error(tmp_path: Path) -> None:
     result = _history(tmp_path / "results")
     assert result.exit_code == 2
     assert result.stderr == f"error: no runs under {tmp_path / 'results'}/\n"
+
+
+def test_a_step_to_another_machine_is_not_comparable_as_in_compare(
+    tmp_path: Path, record, jsonl
+) -> None:
+    """The last night ran on another host (not a container): `history` must not call its
+    change slower or faster, exactly as `compare` refuses it."""
+    from tests.conftest import ENV_ID
+
+    for run_id, host, scale in (
+        ("20261101-010000-aaaa", "box-1", 1.0),
+        ("20261102-010000-bbbb", "box-2", 2.0),
+    ):
+        (tmp_path / run_id).mkdir()
+        trials = [
+            record(
+                "trial",
+                run_id=run_id,
+                model="m",
+                format="h5",
+                cache_mode="warm",
+                load_s=scale * (0.1 + i / 1000),
+            )
+            for i in range(5)
+        ]
+        env = record("environment", run_id=run_id, hostname=host, in_container=False)
+        jsonl(tmp_path / run_id / f"{ENV_ID}.jsonl", [env, *trials])
+    changes = latest_changes(history_frame(tmp_path))
+    compared = compare_runs(*(load_runs([d]) for d in sorted(tmp_path.iterdir()))).cells
+    assert list(changes["verdict"]) == list(compared["verdict"]) == ["not comparable"]
+    assert "host box-1 → box-2" in changes["note"].iloc[0]
+    shown = _history(tmp_path).output
+    assert "not comparable" in shown and "host box-1 → box-2" in shown

@@ -353,13 +353,13 @@ def test_a_run_id_from_the_records_never_names_the_report_folder(tmp_path, run_i
     assert (latest / "index.html").is_file()  # `latest` never dangles
 
 
-@pytest.mark.parametrize("resume", ["/etc", "..", "../results", "-x", "a/b"])
+@pytest.mark.parametrize("resume", ["/etc", "..", "../results", "-x", "a/b", "latest"])
 def test_resume_is_validated_like_run_id(in_tmp, resume) -> None:
     result = cli("run", "--backend", "local", f"--resume={resume}")
     assert one_line_error(result) == (
         f"error: --resume: {resume!r} is not a folder name; use "
         "letters, digits, '.', '_' and '-', not starting with '.' "
-        "or '-'"
+        "or '-', and not 'latest'"
     )
     assert not (in_tmp / "results").exists()
 

@@ -433,3 +433,31 @@ def test_a_user_model_file_runs_in_docker_and_code_in_one_is_refused(
     (refused,) = [r for r in got if r["kind"] == "failure" and r.get("model") == "coded.keras"]
     assert "safe_mode" in refused["reason"]
     assert hashlib.sha256((tmp_path / "plain.keras").read_bytes()).hexdigest() == digest
+
+
+def test_records_naming_another_environment_are_not_trusted(tmp_path: Path, record) -> None:
+    """Environment A's container writes only A's file, but may write lines claiming to be B:
+    trusted, they would add trials to B, or make B's real file look like a duplicate and be
+    skipped. Only records naming the file's own environment count."""
+    from matrix.dataset import load_runs
+    from tests.conftest import write_jsonl
+
+    run = tmp_path / "20261129-010000-abcd"
+    run.mkdir()
+    victim, attacker = "tf2.21-py3.11-cpu", "tf2.16-py3.11-cpu"
+
+    def trials(env_id: str, load_s: float) -> list[dict]:
+        return [
+            record("trial", env_id=env_id, model="m", format="h5", cache_mode="warm", load_s=load_s)
+            for _ in range(3)
+        ]
+
+    write_jsonl(run / f"{attacker}.jsonl", trials(victim, 99.0) + trials(attacker, 1.0))
+    write_jsonl(run / f"{victim}.jsonl", trials(victim, 2.0))
+    ds = load_runs([run])
+    loads = ds.trials.groupby("env_id")["load_s"].apply(sorted).to_dict()
+    assert loads == {victim: [2.0] * 3, attacker: [1.0] * 3}
+    assert any(
+        f"{attacker}.jsonl: skipped 3 record(s) naming another environment" in p
+        for p in ds.problems
+    ), ds.problems

@@ -48,12 +48,6 @@ ENVS = ["tf2.12-py3.11-cpu", "tf2.21-py3.11-cpu"]
 
 
 @pytest.fixture(scope="module")
-def venv_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Where this module's virtual environments live (`<root>/venvs/<env id>-<hash>`)."""
-    return tmp_path_factory.mktemp("venv-build")
-
-
-@pytest.fixture(scope="module")
 def first_run(tmp_path_factory: pytest.TempPathFactory, venv_root: Path):
     work = tmp_path_factory.mktemp("venv-run")
     proc = matrix(

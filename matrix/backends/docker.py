@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import posixpath
 import re
 import stat
 import subprocess
@@ -73,18 +72,23 @@ def user_files(plan: RunPlan) -> dict[str, str]:
     """The user's files — model files (`--models ./file`), their code and inputs — → where
     their container sees them.
 
-    Each is mounted read-only under USER_FILES_MOUNT in a folder of its own, keeping its base
-    name: the harness names a file model after it, so the records match a run outside Docker.
-    Nothing of them is copied into an image: the measured environment stays the same.
+    Each is mounted read-only under USER_FILES_MOUNT, keeping its base name (the harness names
+    a file model after it, so the records match a run outside Docker), in one folder per host
+    folder: code modules given together can import each other there as on the host. Only the
+    files given are mounted, never their whole folder. Nothing of them is copied into an
+    image: the measured environment stays the same.
     """
     paths = [parse_model(name).path for name in plan.config.model_names]
     for entry in plan.config.models:
         if not isinstance(entry, str):
             paths += [str(path) for path in (*entry.code, entry.inputs) if path is not None]
     files: dict[str, str] = {}
+    folders: dict[str, int] = {}  # host folder → its number under USER_FILES_MOUNT
     for path in filter(None, paths):
-        base = posixpath.basename(os.path.normpath(path))
-        files.setdefault(path, f"{USER_FILES_MOUNT}/{len(files)}/{base}")
+        folder, base = os.path.split(os.path.normpath(os.path.abspath(path)))
+        files.setdefault(
+            path, f"{USER_FILES_MOUNT}/{folders.setdefault(folder, len(folders))}/{base}"
+        )
     return files
 
 
