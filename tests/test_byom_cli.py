@@ -30,26 +30,11 @@ from matrix.config import ModelEntry, load_config
 from matrix.errors import ConfigError
 from matrix.plan import MODEL_OPTIONS, RunPlan
 from tests.docker_matrix import MATRIX_YAML, matrix, records
+from tests.user_code import SCALE_LAYER
 
 pytest_plugins = ["tests.docker_fixtures"]
 
-# The user's code: a custom layer registered the way Keras documents it.
-LAYERS = """
-import keras
-
-
-@keras.saving.register_keras_serializable(package="byom")
-class Scale(keras.layers.Layer):
-    def __init__(self, factor=2.0, **kwargs):
-        super().__init__(**kwargs)
-        self.factor = factor
-
-    def call(self, x):
-        return x * self.factor
-
-    def get_config(self):
-        return {**super().get_config(), "factor": self.factor}
-"""
+LAYERS = SCALE_LAYER  # the user's code: a custom layer registered as Keras documents
 
 # Run in a fresh interpreter (TensorFlow stays out of pytest): the model saved with that layer.
 MAKE_MODEL = """

@@ -17,29 +17,18 @@ import pytest
 from harness.modelio import DEFAULT_DIM, InputError, InputSpec, Layout, pair, synthesise
 from harness.parity import compare_outputs
 from tests.harness_helpers import of_kind, read_records, run_harness
+from tests.user_code import SCALE_LAYER
 
 # The user's own module: one layer registered with Keras, one only passed as custom_objects.
-USER_LAYERS = """
-import keras
-
-
-@keras.saving.register_keras_serializable(package="byom")
-class Scale(keras.layers.Layer):
-    def __init__(self, factor=2.0, **kwargs):
-        super().__init__(**kwargs)
-        self.factor = factor
-
-    def call(self, x):
-        return x * self.factor
-
-    def get_config(self):
-        return {**super().get_config(), "factor": self.factor}
-
+USER_LAYERS = (
+    SCALE_LAYER
+    + """
 
 class Offset(keras.layers.Layer):
     def call(self, x):
         return x + 1.0
 """
+)
 
 MAKE_MODELS = """
 import os
