@@ -376,7 +376,7 @@ class Run:
             ", ".join(f"{n} {r:.1%} resident" for n, r in stayed.items())
         )
 
-    def _prepare_cache(self, mode: str, files: list[str]) -> tuple[str, float, str]:
+    def _prepare_artifact(self, mode: str, files: list[str]) -> tuple[str, float, str]:
         """Put the artifact in the claimed cache state and prove it.
 
         Returns (eviction method, resident fraction, reason the trial is invalid or "").
@@ -487,7 +487,7 @@ class Run:
         if mode != "cold":  # only `cold` times a cold import: no trial inherits the last one's
             for lib_files in libs.values():
                 cache.read_all(lib_files)
-        method, resident, invalid = self._prepare_cache(mode, files)
+        method, resident, invalid = self._prepare_artifact(mode, files)
         by_package, libs_invalid = self._check_libs(mode, libs)
         proof = {
             "eviction": method,
