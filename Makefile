@@ -22,7 +22,7 @@ test: $(STAMP) docker-ready systemd-analyze-ready
 docker-ready:
 	dockerfiles/base/ensure-docker.sh
 
-# tests/test_schedule.py checks the units `matrix schedule --emit systemd` writes with
+# tests/integration/test_schedule.py checks the units `matrix schedule --emit systemd` writes with
 # systemd-analyze (Debian's systemd package; only installed, nothing is started).
 systemd-analyze-ready:
 	command -v systemd-analyze >/dev/null || { $(SUDO) apt-get update -qq && \

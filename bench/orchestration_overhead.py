@@ -36,8 +36,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from matrix.backends.docker import RUN_LABEL
-from matrix.runs import run_dirs
+from matrix.execute.backends.docker import RUN_LABEL
+from matrix.results.runs import run_dirs
 
 ROOT = Path(__file__).resolve().parent.parent
 ARGS = [

@@ -8,7 +8,8 @@ Printed: seconds for `load_runs`, `cell_stats` + `cell_problems`, and `write_rep
 report module is importable), the HTML file's size, and the host's load average (on a shared
 machine, figures are only comparable at a similar load). Importing scipy (~1.2 s) is in the
 total, as in `matrix report`: a load this big does it in a worker process meanwhile (see
-`matrix.stats.start_tests`), so on a host with a core to spare it hides behind `load_runs`, and
+`matrix.results.stats.start_tests`), so on a host with a core to spare it hides behind `load_runs`,
+and
 `write_report` waits for it only if it is not done yet. Target: <= 5 s in total.
 
 Usage: python bench/report_merge.py [--records 100000]
@@ -29,8 +30,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from harness.catalog import CACHE_MODES, FORMATS, SCHEMA_VERSION  # noqa: E402
-from matrix.dataset import cell_problems, cell_stats, load_runs  # noqa: E402
-from matrix.records import MANIFEST  # noqa: E402
+from matrix.results.dataset import cell_problems, cell_stats, load_runs  # noqa: E402
+from matrix.results.reader import MANIFEST  # noqa: E402
 
 RUN_ID = "20261127-020000-beef"
 MODELS = [
@@ -233,7 +234,7 @@ def main() -> None:
             f"{len(problems)} problem cells)"
         )
         try:
-            from matrix.report import write_report
+            from matrix.report.html import write_report
         except ImportError as exc:
             print(f"write_report         skipped: {exc}")
             print(f"total                {computed - start:6.2f} s  (target <= 5 s)")

@@ -9,5 +9,5 @@ __version__ = "0.1.0"
 
 # The oldest Python the harness runs on: it uses the walrus operator, positional-only parameters,
 # `subprocess.run(capture_output=...)` and dataclasses. The planner skips cells below it, and
-# tests/test_compat.py parses every module here with this grammar.
+# tests/unit/test_compat.py parses every module here with this grammar.
 REQUIRES_PYTHON = "3.8"

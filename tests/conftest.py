@@ -1,6 +1,6 @@
 """Shared helpers for the orchestrator tests: records as docs/records.md defines them.
 
-These tests never run TensorFlow; the harness's own tests (tests/test_harness_*.py) do.
+Shared by tests/unit and tests/integration.
 """
 
 from __future__ import annotations
@@ -57,10 +57,3 @@ def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Run in an empty folder, so the repository's own matrix.yaml is not picked up."""
     monkeypatch.chdir(tmp_path)
     return tmp_path
-
-
-@pytest.fixture(scope="session")
-def venv_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Where the venv backend's virtual environments live (`<root>/venvs/<env id>-<hash>`),
-    shared by the modules that run it: a TensorFlow venv takes minutes to make."""
-    return tmp_path_factory.mktemp("venv-build")

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Debian's Chromium, for the report's browser tests (tests/test_report_browser.py).
+# Debian's Chromium, for the report's browser tests (tests/integration/test_report_browser.py).
 # Idempotent: does nothing when /usr/bin/chromium exists. playwright (the `test` extra) drives
 # this system browser; `playwright install` is never run, since it downloads browser builds of
 # its own, which a machine that reaches only the package registries cannot fetch.

@@ -8,14 +8,14 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from tests.harness_helpers import ROOT
+from tests.integration.harness_helpers import ROOT
 
 HELD_RUN_ID = "20261127-183000-ab12"
 # Takes the lock, starts writing a run folder, says so, and holds on until stdin closes.
 HOLDER = f"""
 import sys
 from pathlib import Path
-from matrix.lock import run_lock
+from matrix.execute.lock import run_lock
 with run_lock(Path(sys.argv[1]), run_id="{HELD_RUN_ID}"):
     (Path(sys.argv[1]) / "{HELD_RUN_ID}").mkdir(exist_ok=True)
     print("held", flush=True)

@@ -1,0 +1,205 @@
+"""`matrix report`, `compare` and `history`: what the runs in results/ say.
+
+No `from __future__ import annotations` here: typer reads the annotations at runtime.
+"""
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.markup import escape
+
+from harness.catalog import FORMATS
+from matrix.cli.common import (
+    AlphaOption,
+    ResultsDirOption,
+    ThresholdOption,
+    app,
+    console_for_output,
+    fail,
+)
+from matrix.errors import ConfigError, ExitCode, MatrixError
+from matrix.execute import workflow
+from matrix.results.stats import ALPHA, THRESHOLD
+
+REPORT_EXIT_CODES = "\n".join(
+    [
+        "Exit codes:",
+        "0  the report was written (unreadable record lines are warned about and skipped)",
+        "2  configuration error: a run not found or a bad flag",
+    ]
+)
+
+COMPARE_EXIT_CODES = "\n".join(
+    [
+        "Exit codes:",
+        "0  no cell got slower (beyond the threshold and significantly), and every cell could",
+        "   have shown a change of the threshold's size (or --allow-underpowered)",
+        "1  regression found: some cell is slower beyond the threshold, significantly",
+        "2  configuration error: a run not found, a bad flag, or no cell measured in both runs",
+        "5  no regression, but some cell is underpowered: its trials are too few or too noisy",
+        "   to detect a change of the threshold's size (the summary says how many repeats",
+        "   would); --allow-underpowered exits 0 instead",
+    ]
+)
+
+MOST_SAME = 100  # `matrix compare` lists more unchanged cells than this only with --all
+
+
+@app.command(epilog=REPORT_EXIT_CODES)
+def report(
+    runs: Annotated[
+        Optional[list[str]],
+        typer.Argument(
+            help="Run ids under --results-dir, or paths to run folders (from any "
+            "machine); several are merged. Default: the newest run.",
+            show_default=False,
+        ),
+    ] = None,
+    results_dir: ResultsDirOption = Path("results"),
+    out: Annotated[
+        Path,
+        typer.Option(
+            help="Reports go to <out>/<run-id>/index.html; <out>/latest links to the newest."
+        ),
+    ] = Path("reports"),
+    export: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="Also write the tidy trials to FILE.csv or FILE.parquet, and the "
+            "per-cell statistics to FILE-stats.csv / FILE-stats.parquet.",
+            show_default=False,
+        ),
+    ] = None,
+    baseline_format: Annotated[
+        str, typer.Option(help="Speed-ups are against this format's median load time.")
+    ] = "h5",
+    baseline_env: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Speed-ups against this environment's median load (default: none).",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Write the HTML report of one or more runs (merged), and optionally export their data."""
+    from matrix.plan.inputs import check_folder
+    from matrix.results.dataset import load_runs
+    from matrix.results.runs import newest, resolve
+
+    console = console_for_output()
+    try:
+        check_folder("--out", out)
+        if export is not None and export.suffix not in (".csv", ".parquet"):
+            raise ConfigError(f"--export {export}: name a .csv or .parquet file")
+        if baseline_format not in FORMATS:
+            raise ConfigError(
+                f"--baseline-format {baseline_format!r}: choose from {', '.join(FORMATS)}"
+            )
+        dirs = [resolve(run, results_dir) for run in runs] if runs else [newest(results_dir)]
+        ds = load_runs(dirs)
+        for problem in ds.problems:
+            console.print(f"[yellow]warning[/] {escape(problem)}")
+        workflow.report(ds, out, results_dir, console, baseline_format, baseline_env, export)
+    except MatrixError as exc:
+        raise fail(exc) from None
+
+
+@app.command(epilog=COMPARE_EXIT_CODES)
+def compare(
+    run_a: Annotated[str, typer.Argument(help="The reference run: id or path.")],
+    run_b: Annotated[str, typer.Argument(help="The run under test: id or path.")],
+    results_dir: ResultsDirOption = Path("results"),
+    threshold: ThresholdOption = THRESHOLD,
+    alpha: AlphaOption = ALPHA,
+    show_all: Annotated[
+        bool,
+        typer.Option(
+            "--all",
+            help=f"List unchanged cells even when there are more than "
+            f"{MOST_SAME} (by default only the changes are listed then).",
+        ),
+    ] = False,
+    allow_underpowered: Annotated[
+        bool,
+        typer.Option(
+            "--allow-underpowered",
+            help="Exit 0, not 5, when no cell got slower but "
+            "some could not have shown a change of the threshold's size.",
+        ),
+    ] = False,
+    normalise: Annotated[
+        bool,
+        typer.Option(
+            "--normalise",
+            help="Rescale run B's load times to run A's machine speed "
+            "(× calibration_s of A / of B, per environment) before judging.",
+        ),
+    ] = False,
+) -> None:
+    """Compare every cell measured in both runs; exit 1 if one got slower (for CI gating).
+
+    A cell is flagged only when its median load time changed by more than the threshold AND
+    the change is significant (Welch's t-test on log load times; Benjamini-Hochberg at alpha
+    over all the cells compared, so nothing is flagged when nothing changed). A cell that is
+    not flagged is "same" only if its trials could have detected a change of the threshold's
+    size (the "detectable" column, at 80 % power); else it is "underpowered" (exit 5).
+    """
+    from matrix.report.compare import compare_runs, render, summary_line
+    from matrix.results.dataset import load_runs
+    from matrix.results.runs import resolve
+
+    console = console_for_output()
+    try:
+        if threshold <= 0 or not 0 < alpha < 1:
+            raise ConfigError(
+                "--threshold must be > 0 and --alpha between 0 and 1 "
+                f"(got {threshold:g}, {alpha:g})"
+            )
+        loaded = [load_runs([resolve(run, results_dir)]) for run in (run_a, run_b)]
+        for problem in [*loaded[0].problems, *loaded[1].problems]:
+            console.print(f"[yellow]warning[/] {escape(problem)}")
+        comparison = compare_runs(*loaded, threshold=threshold, alpha=alpha, normalise=normalise)
+        if comparison.cells.empty:
+            raise ConfigError(
+                f"nothing to compare: no cell was measured in both {run_a} and {run_b}"
+            )
+    except MatrixError as exc:
+        raise fail(exc) from None
+    console.print(render(comparison, run_a, run_b, None if show_all else MOST_SAME))
+    console.print(escape(summary_line(comparison, threshold, alpha)))
+    if len(comparison.slower):
+        raise typer.Exit(int(ExitCode.REGRESSION))
+    underpowered = len(comparison.underpowered) and not allow_underpowered
+    raise typer.Exit(int(ExitCode.UNDERPOWERED if underpowered else ExitCode.OK))
+
+
+@app.command()
+def history(
+    results_dir: ResultsDirOption = Path("results"),
+    env: Annotated[
+        Optional[str], typer.Option(help="Only environments matching this glob.")
+    ] = None,
+    model: Annotated[Optional[str], typer.Option(help="Only this model.")] = None,
+    fmt: Annotated[Optional[str], typer.Option("--format", help="Only this format.")] = None,
+    last: Annotated[int, typer.Option(min=1, help="Show the medians of the last N runs.")] = 8,
+) -> None:
+    """Median load time of every cell over the runs in --results-dir, oldest first.
+
+    Each (environment, model, format, cache mode) series ends with its latest change against
+    the run before and a step flag, judged as `matrix compare` judges (slower, faster, same,
+    or underpowered when the trials could not have shown a change of the threshold's size).
+    """
+    from matrix.report.history import latest_changes, render, select, series_frame
+    from matrix.results.dataset import load_runs
+    from matrix.results.runs import run_dirs
+
+    dirs = run_dirs(results_dir)
+    if not dirs:
+        raise fail(ConfigError(f"no runs under {results_dir}/"))
+    ds = load_runs(dirs)
+    frame = select(series_frame(ds), env, model, fmt)
+    if frame.empty:
+        raise fail(ConfigError(f"no measured cell under {results_dir}/ matches the filters"))
+    console = console_for_output()
+    console.print(render(frame, latest_changes(frame), last))

@@ -1,0 +1,354 @@
+"""The Docker backend: run the harness inside an environment's image, one fresh container each.
+
+The container is what makes the numbers honest across environments: no network
+(`--network none`), the artifacts on a named volume kept per run (so their storage is a real
+Docker volume, and the record says so).
+
+It is also what contains the code a measurement runs — a model file, a package from the index —
+which may be hostile. So the harness runs as an unprivileged user with no capability and no way
+to regain one, and the container sees nothing of the host but its own files (`mounts`): its
+records file, its host-call folder, its environment folder (start gate and model options,
+read-only), its volume and the user's files: models, their code and inputs (read-only). The
+run folder itself, the manifest, the logs and the other environments' records stay out of its
+reach. Cold caches are dropped by the host on request (`matrix.execute.hostdrop`), never by a
+container: what that needs would give it the host's root.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import stat
+import subprocess
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO, Any
+
+from docker.errors import APIError, NotFound
+from docker.types import DeviceRequest
+from requests.exceptions import RequestException
+
+from harness.catalog import parse_model
+from harness.hostcalls import CALLS_DIR_ENV, SERVES_ENV, Handler, serve_host_calls
+from harness.records import open_regular
+from matrix.build.dockerfile import HARNESS_UID
+from matrix.execute import hostdrop
+from matrix.execute.lock import holder_token
+from matrix.execute.run_plan import RunPlan
+from matrix.plan.environments import Environment
+
+RESULTS_MOUNT = "/results"
+ARTIFACTS_MOUNT = "/artifacts"
+USER_FILES_MOUNT = "/user-files"
+RUN_LABEL = "tf-load-matrix.run"
+TRIAL_LABEL = "tf-load-matrix.trial"
+# The `matrix` process that started it (matrix.execute.lock.holder_token): once that process is
+# gone,
+# the next run removes the container (matrix.execute.stopping).
+HOLDER_LABEL = "tf-load-matrix.holder"
+
+
+def container_name(run_id: str, env_id: str) -> str:
+    """Docker names allow [a-zA-Z0-9_.-]; env ids already fit, this keeps it certain."""
+    return re.sub(r"[^a-zA-Z0-9_.-]", "_", f"tflm-{run_id}-{env_id}")
+
+
+def host_calls_dir(plan: RunPlan, env_id: str) -> Path:
+    """Where a container asks the host for what it may not do itself (mounted read-write)."""
+    return plan.run_dir / f".host-calls-{env_id}"
+
+
+def container_user() -> str:
+    """Who the harness runs as, never root: the image's own user under a root `matrix` (which
+    hands it its files), else `matrix`'s own uid, which owns them already. Either way it is in
+    the image user's group (`group_add`), which may write the venv: see the Dockerfile."""
+    if os.geteuid() == 0:
+        return f"{HARNESS_UID}:{HARNESS_UID}"
+    return f"{os.getuid()}:{os.getgid()}"
+
+
+def user_files(plan: RunPlan) -> dict[str, str]:
+    """The user's files — model files (`--models ./file`), their code and inputs — → where
+    their container sees them.
+
+    Each is mounted read-only under USER_FILES_MOUNT, keeping its base name (the harness names
+    a file model after it, so the records match a run outside Docker), in one folder per host
+    folder: code modules given together can import each other there as on the host. Only the
+    files given are mounted, never their whole folder. Nothing of them is copied into an
+    image: the measured environment stays the same.
+    """
+    paths = [parse_model(name).path for name in plan.config.model_names]
+    for entry in plan.config.models:
+        if not isinstance(entry, str):
+            paths += [str(path) for path in (*entry.code, entry.inputs) if path is not None]
+    files: dict[str, str] = {}
+    folders: dict[str, int] = {}  # host folder → its number under USER_FILES_MOUNT
+    for path in filter(None, paths):
+        folder, base = os.path.split(os.path.normpath(os.path.abspath(path)))
+        files.setdefault(
+            path, f"{USER_FILES_MOUNT}/{folders.setdefault(folder, len(folders))}/{base}"
+        )
+    return files
+
+
+def mounts(env: Environment, plan: RunPlan) -> dict[str, dict[str, str]]:
+    """Everything of the host a container of `env` sees (`binds`: host path or volume name →
+    where it appears). The records file and both folders are the host's (`prepare_host_files`):
+    a container cannot rename or remove a mount point, so it can never swap one for a link."""
+    run_dir = plan.run_dir.absolute()
+    gate = plan.start_gate(env.id).absolute()
+    calls = host_calls_dir(plan, env.id).absolute()
+    binds = {
+        str(run_dir / f"{env.id}.jsonl"): {"bind": f"{RESULTS_MOUNT}/{env.id}.jsonl", "mode": "rw"},
+        str(calls): {"bind": f"{RESULTS_MOUNT}/{calls.name}", "mode": "rw"},
+        str(gate.parent): {"bind": f"{RESULTS_MOUNT}/{gate.parent.name}", "mode": "ro"},
+        container_name(plan.run_id, env.id): {"bind": ARTIFACTS_MOUNT, "mode": "rw"},
+    }
+    binds |= {path: {"bind": seen, "mode": "ro"} for path, seen in user_files(plan).items()}
+    return binds
+
+
+def prepare_host_files(plan: RunPlan, env_id: str) -> None:
+    """Create what `mounts` binds from the run folder, handed to the container's user.
+
+    The records file is new (O_EXCL: an earlier attempt's was set aside by the sweep); the
+    folders may remain from an interrupted run, and must then be real folders, not links.
+    """
+    uid = HARNESS_UID if os.geteuid() == 0 else -1  # -1: keep; a non-root `matrix` owns them
+    plan.run_dir.mkdir(parents=True, exist_ok=True)
+    fd = open_regular(str(plan.run_dir / f"{env_id}.jsonl"), os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+    try:
+        os.fchown(fd, uid, uid)
+    finally:
+        os.close(fd)
+    for folder in (host_calls_dir(plan, env_id), plan.start_gate(env_id).parent):
+        folder.mkdir(exist_ok=True)
+        if not stat.S_ISDIR(folder.lstat().st_mode):
+            raise OSError(f"{folder} is not a folder; remove it")
+    os.chown(host_calls_dir(plan, env_id), uid, uid, follow_symlinks=False)
+
+
+def run_request(env: Environment, plan: RunPlan, tag: str, host_calls: Sequence[str] = ()) -> dict:
+    """Everything sent to the engine for one harness container, as one plain dict.
+
+    Kept pure so the exact request — including the GPU device request that cannot be exercised
+    on a machine without one — is tested without an engine. `host` is what the engine's
+    HostConfig receives: no network, no capability, no privilege gained through a setuid file.
+    """
+    host: dict[str, Any] = {
+        "network_mode": "none",
+        "binds": mounts(env, plan),
+        "cap_drop": ["ALL"],
+        "security_opt": ["no-new-privileges"],
+        "group_add": [str(HARNESS_UID)],
+    }
+    if env.device == "gpu":
+        host["device_requests"] = [DeviceRequest(count=-1, capabilities=[["gpu"]])]
+    environment = {}
+    if host_calls:  # the kinds of call (harness.hostcalls) the host answers for this container
+        environment[CALLS_DIR_ENV] = f"{RESULTS_MOUNT}/{host_calls_dir(plan, env.id).name}"
+        environment[SERVES_ENV] = ",".join(host_calls)
+    return {
+        "image": tag,
+        "environment": environment,
+        "entrypoint": None,  # the image's own: python3 -m harness
+        "command": plan.harness_args(
+            env.id, out=RESULTS_MOUNT, work=ARTIFACTS_MOUNT, seen=user_files(plan)
+        ),
+        "name": container_name(plan.run_id, env.id),
+        "labels": {
+            RUN_LABEL: plan.run_id,
+            "tf-load-matrix.env": env.id,
+            HOLDER_LABEL: holder_token(),
+        },
+        "user": container_user(),
+        "host": host,
+    }
+
+
+def trial_request(env: Environment, plan: RunPlan, tag: str, call: dict) -> dict:
+    """The container of one trial (`--isolation container`), for a harness `trial` call.
+
+    It is the environment's own request — same image, user, mounts, no capability, no network,
+    run label (so the Ctrl-C cleanup finds it too) — running only the trial worker's argv.
+    Paths in the argv are valid in it because the mounts are the same; the artifacts are the
+    same volume's inodes, so the page-cache state the harness prepared and proved is the one the
+    worker meets.
+    """
+    argv, environment = call.get("argv"), call.get("env")
+    if not (isinstance(argv, list) and argv and all(isinstance(a, str) for a in argv)):
+        raise ValueError(f"trial call: argv must be a non-empty list of strings (got {argv!r})")
+    if not (
+        isinstance(environment, dict) and all(isinstance(v, str) for v in environment.values())
+    ):
+        raise ValueError(f"trial call: env must map names to strings (got {environment!r})")
+    request = run_request(env, plan, tag)
+    request.update(
+        name=f"{request['name']}-trial-{call['id']}",
+        entrypoint=argv[:1],
+        command=argv[1:],
+        environment=dict(environment),
+        labels={**request["labels"], TRIAL_LABEL: str(call["id"])},
+    )
+    return request
+
+
+def start_container(client: Any, request: dict, **overrides: Any) -> Any:
+    """Create and start the container a request describes (low-level API: see run_request)."""
+    host_config = client.api.create_host_config(**request["host"])
+    created = client.api.create_container(
+        image=request["image"],
+        command=request["command"],
+        name=request["name"],
+        labels=request["labels"],
+        host_config=host_config,
+        environment=request["environment"],
+        user=request["user"],
+        volumes=[b["bind"] for b in request["host"].get("binds", {}).values()],
+        **{"entrypoint": request["entrypoint"], **overrides},
+    )
+    client.api.start(created["Id"])
+    # The SDK's Container for that id, without the inspect request `containers.get` would send:
+    # waiting, logs and removal need only the id.
+    return client.containers.prepare_model({"Id": created["Id"]})
+
+
+class ContainerHarness:
+    """A running harness container behind the same surface as `subprocess.Popen`.
+
+    Its output is copied to the run's log by a thread; leaving the `with` block removes the
+    container whatever happened, so Ctrl-C never leaves one behind.
+    """
+
+    def __init__(self, container: Any, log: IO[bytes]) -> None:
+        self._container = container
+        self._copier = threading.Thread(target=self._copy_logs, args=(log,), daemon=True)
+        self._copier.start()
+        # One blocking `docker wait` in a thread: the exit is seen the moment it happens,
+        # without an inspect request per poll.
+        self._exited = threading.Event()
+        self._exit_code = -1
+        threading.Thread(target=self._wait_for_exit, daemon=True).start()
+
+    def _copy_logs(self, log: IO[bytes]) -> None:
+        try:
+            for chunk in self._container.logs(stream=True, follow=True):
+                log.write(chunk)
+                log.flush()
+        except (APIError, ValueError):  # container removed, or log file closed at shutdown
+            return
+
+    def _wait_for_exit(self) -> None:
+        with contextlib.suppress(APIError, RequestException):  # removed under us: code -1
+            self._exit_code = int(self._container.wait()["StatusCode"])
+        self._exited.set()
+
+    def poll(self) -> int | None:
+        return self._exit_code if self._exited.is_set() else None
+
+    def wait(self, timeout: float | None = None) -> int:
+        if not self._exited.wait(timeout):
+            raise subprocess.TimeoutExpired("docker wait", timeout or 0)
+        self._copier.join(timeout=5)
+        return self._exit_code
+
+    def interrupt(self) -> None:
+        """The container is outside our process group: hand it the Ctrl-C (its PID 1 is the
+        harness, which then stops after the record it is writing)."""
+        with contextlib.suppress(APIError):
+            self._container.kill(signal="SIGINT")
+
+    def terminate(self) -> None:
+        self._container.stop(timeout=10)
+
+    def kill(self) -> None:
+        self._container.kill()
+
+    def __enter__(self) -> ContainerHarness:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        with contextlib.suppress(NotFound):
+            self._container.remove(force=True)
+        self._copier.join(timeout=5)
+
+
+class DockerBackend:
+    """Run the harness in the image built for one environment."""
+
+    name = "docker"
+
+    def __init__(self, client: Any, env: Environment, tag: str, drop_route: str | None) -> None:
+        self._client, self._env, self._tag = client, env, tag
+        self._drop_route = (
+            drop_route  # how this host drops the page cache (matrix.execute.hostdrop)
+        )
+
+    def check(self) -> None:
+        """The image was built (or found) just before; nothing else can be missing."""
+
+    def env_id(self) -> str:
+        return self._env.id
+
+    def launch(self, plan: RunPlan, env_id: str, log: IO[bytes]) -> ContainerHarness:
+        prepare_host_files(plan, env_id)
+        request = run_request(self._env, plan, self._tag, host_calls=sorted(self._services(plan)))
+        return ContainerHarness(start_container(self._client, request), log)
+
+    def serve(self, plan: RunPlan, env_id: str) -> None:
+        services = self._services(plan)
+        if services:
+            serve_host_calls(str(host_calls_dir(plan, env_id)), services)
+
+    def _services(self, plan: RunPlan) -> dict[str, Handler]:
+        """What the harness container may ask of this host: page-cache drops (when the host
+        can drop it) and, with `isolation: container`, each trial run in a fresh container, so
+        no trial inherits another's container state."""
+        services: dict[str, Handler] = {}
+        if self._drop_route:
+            services["drop"] = self._drop_caches
+        if plan.config.isolation == "container":
+            services["trial"] = lambda call: self._run_trial(plan, call)
+        return services
+
+    def _drop_caches(self, _call: dict) -> dict:
+        hostdrop.drop(str(self._drop_route))
+        return {}
+
+    def _run_trial(self, plan: RunPlan, call: dict) -> dict:
+        request = trial_request(self._env, plan, self._tag, call)
+        return run_trial_container(self._client, request, float(call["timeout_s"]))
+
+
+def run_trial_container(client: Any, request: dict, timeout_s: float) -> dict:
+    """Run one trial's container to its end and remove it; the `trial` call's answer.
+
+    Docker reports a PID 1 killed by signal N as exit code 128 + N, as a shell does; it is
+    turned back into -N, which the harness reports as "killed by SIGN", as for a child process.
+    """
+    container = start_container(client, request)
+    try:
+        try:
+            code = int(container.wait(timeout=timeout_s)["StatusCode"])
+        except RequestException:  # requests' ReadTimeout: still running at the deadline
+            raise TimeoutError(f"trial timed out after {timeout_s:g} s") from None
+        stderr = container.logs(stdout=False, stderr=True, tail=50)
+    finally:
+        with contextlib.suppress(NotFound):
+            container.remove(force=True)
+    return {
+        "exit_code": -(code - 128) if code > 128 else code,
+        "stderr": stderr.decode(errors="replace"),
+        "container_id": container.id,
+    }
+
+
+def remove_run_containers(client: Any, run_id: str) -> int:
+    """Remove every container this run started (after Ctrl-C); returns how many."""
+    removed = 0
+    for container in client.containers.list(all=True, filters={"label": f"{RUN_LABEL}={run_id}"}):
+        container.remove(force=True)
+        removed += 1
+    return removed

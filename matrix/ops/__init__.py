@@ -1,0 +1,1 @@
+"""Keeping it going: nightly schedules, pruning old runs, checking what a host can do."""

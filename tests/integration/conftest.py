@@ -1,0 +1,82 @@
+"""Session fixtures of the end-to-end tests: the Docker daemon, one real CPU image, venv builds.
+
+Take them as arguments (pytest finds them here); importing names from here would stop pytest
+rewriting this module's asserts. The image
+(current TF on the Debian base image, Python 3.11) is built at most once per session; its tag is
+a content hash, so a later session on the same daemon reuses it without building. Without a
+daemon or the base image the tests FAIL, saying what to start or build: CI (`.ci/run`) provides
+both, and a suite that skips there would pass without testing anything.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import docker
+import docker.errors
+import pytest
+import yaml
+
+from matrix.build.images import ImageResult, docker_client, ensure_image
+from matrix.errors import EnvironmentFailure
+from matrix.plan.config import load_config
+from matrix.plan.environments import Environment, expand
+from tests.integration.docker_matrix import BASE_IMAGE, MATRIX_YAML
+
+CPU_ENV = next(
+    e
+    for e in expand(load_config(None, yaml.safe_load(MATRIX_YAML)))[0]
+    if e.id == "tf2.21-py3.11-cpu"
+)
+
+
+@pytest.fixture(scope="session")
+def cpu_env() -> Environment:
+    """Current TF on the Debian base image (Python 3.11): the environment `cpu_image` holds."""
+    return CPU_ENV
+
+
+@pytest.fixture(scope="session")
+def docker_engine() -> docker.DockerClient:
+    """A client of the running daemon, which has the Debian base image."""
+    try:
+        client = docker_client()
+    except EnvironmentFailure as exc:
+        pytest.fail(f"these tests need a Docker daemon: {exc}", pytrace=False)
+    try:
+        client.images.get(BASE_IMAGE)
+    except docker.errors.ImageNotFound:
+        pytest.fail(
+            f"these tests need the base image {BASE_IMAGE}: build it with "
+            "`sudo dockerfiles/base/build-base-image.sh bookworm` (as .ci/run does)",
+            pytrace=False,
+        )
+    return client
+
+
+@pytest.fixture(scope="session")
+def image_build_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the session's build contexts are written (`<root>/<env id>/`)."""
+    return tmp_path_factory.mktemp("image-contexts")
+
+
+@pytest.fixture(scope="session")
+def cpu_image(
+    cpu_env: Environment,
+    docker_engine: docker.DockerClient,
+    image_build_root: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> ImageResult:
+    """The image of `cpu_env`; its first build downloads TensorFlow (a minute or more)."""
+    log = tmp_path_factory.mktemp("image-logs") / f"{cpu_env.id}.log"
+    result = ensure_image(docker_engine, cpu_env, image_build_root, log)
+    if result.status != "ok":
+        pytest.fail(f"building {cpu_env.id} failed: {result.reason}", pytrace=False)
+    return result
+
+
+@pytest.fixture(scope="session")
+def venv_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the venv backend's virtual environments live (`<root>/venvs/<env id>-<hash>`),
+    shared by the modules that run it: a TensorFlow venv takes minutes to make."""
+    return tmp_path_factory.mktemp("venv-build")

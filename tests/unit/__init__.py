@@ -1,0 +1,1 @@
+"""Fast tests: no Docker, no TensorFlow, no environment builds (seconds in all)."""
