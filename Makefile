@@ -16,11 +16,14 @@ test: $(STAMP) docker-ready systemd-analyze-ready
 	tests/ensure-chromium.sh
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
-# The container tests need an engine and the locally built Debian base image (no registry).
+# The container tests need an engine and the locally built Debian base images (no registry):
+# bookworm (Python 3.11) for most, bullseye (3.9) for the four-TF sweep's TF 2.5.
 docker-ready:
 	dockerfiles/base/ensure-docker.sh
+	BASE_IMAGE=tf-load-matrix/base:bullseye dockerfiles/base/ensure-docker.sh
 
 # tests/integration/test_schedule.py checks the units `matrix schedule --emit systemd` writes with
 # systemd-analyze (Debian's systemd package; only installed, nothing is started).
@@ -31,6 +34,7 @@ systemd-analyze-ready:
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 bench: $(STAMP)
 	$(BIN)/python bench/harness_overhead.py
@@ -45,10 +49,10 @@ $(BIN)/python:
 	  $(PYTHON) -m venv $(VENV); }
 
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -e '.[tf,test]'
+	$(BIN)/python -m pip install -e '.[tf,test,ray]'
 	touch $@
 
 # Keeps .venv (TensorFlow is a large download) and results/ (measurements); remove those by hand.
 clean:
-	rm -rf build .pytest_cache .ruff_cache *.egg-info
+	rm -rf build .pytest_cache .ruff_cache .mypy_cache *.egg-info
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -exec rm -rf {} +

@@ -1,17 +1,10 @@
 """Does the harness change what it measures? Its trials beside bare, hand-timed loads.
 
-For each cell (format × cache mode) the harness's own trial (`Run.trial`, exactly as a run
-spawns it, cache preparation and proofs included) and a bare fresh process that only imports,
-starts a clock and loads take turns in a seeded random order per pair, so drift, heat and the
-order inside a pair hit both alike. Pairs continue until the 95 % interval of the ratio
-harness/bare (paired, on log times) lies inside the target or wholly outside it, or the pair
-or time budget runs out: the verdict is then "not resolved", with the interval, never a guess.
-`import_s` is compared the same way, from the pairs of the first Keras cell.
-
-Target: the harness adds or removes at most 1 % or 5 ms (whichever is larger), both directions.
-
-Usage: python bench/harness_overhead.py [--model MobileNetV2] [--min-pairs 8]
-           [--max-pairs 60] [--budget-s 600] [--cells h5:warm,tflite:warm,...]
+Per cell (format × cache mode), the harness's own trial and a bare fresh process that only imports,
+starts a clock and loads, paired until resolved (see `measure`). Target: the harness adds or
+removes at most 1 % or 5 ms (whichever is larger), both directions.
+Usage: python bench/harness_overhead.py [--model MobileNetV2] [--min-pairs 8] [--max-pairs 60]
+           [--budget-s 600] [--cells h5:warm,tflite:warm,...]
 """
 
 from __future__ import annotations
@@ -35,8 +28,9 @@ sys.path.insert(0, str(ROOT))
 
 from harness import cache  # noqa: E402
 from harness.catalog import parse_model  # noqa: E402
+from harness.contract import RunSpec  # noqa: E402
 from harness.formats import FORMATS  # noqa: E402
-from harness.runner import ModelArtifacts, Options, Run  # noqa: E402
+from harness.runner import ModelArtifacts, Run  # noqa: E402
 
 TARGET_RATIO = 0.01
 TARGET_ABS_S = 0.005
@@ -134,7 +128,15 @@ def measure(
     args: argparse.Namespace,
     rng: random.Random,
 ) -> tuple[Pairs, Pairs]:
-    """Load-time and import-time pairs of one cell, until resolved or out of budget."""
+    """Load-time and import-time pairs of one cell, until resolved or out of budget.
+
+    The harness's trial (`Run.trial`, exactly as a run spawns it, cache preparation and proofs
+    included) and the bare load take turns in a seeded random order per pair, so drift, heat and
+    the order inside a pair hit both alike. Pairs continue until the 95 % interval of the ratio
+    harness/bare (paired, on log times) lies inside the target or wholly outside it, or the
+    budget runs out: the verdict is then "not resolved", with the interval, never a guess.
+    `import_s` is compared the same way, from the pairs of the first Keras cell.
+    """
     path = arts.saved[FORMATS[fmt].artifact].path
     loads, imports = Pairs(), Pairs()
     _bare(run, fmt, mode, path)  # one warm-up of each method, left out
@@ -180,7 +182,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         formats = sorted({fmt for fmt, _ in cells})
         run = Run(
-            Options(
+            RunSpec(
                 out=tmp,
                 run_id="bench",
                 env_id="bench",

@@ -1,25 +1,10 @@
 """What does `matrix run --backend docker` cost on top of the trials it runs?
 
-For a cached two-environment run (both images already built), this prints per environment:
-the wall time `matrix run` spent on it minus the harness's own elapsed time (its `done` record),
-and the same for a plain shell loop of `docker run --rm --network none … python -m harness run`
-over the same images and arguments, in alternating order over a few rounds (medians). It also
-splits matrix's overhead into what each further environment costs (the overhead of the
-two-environment run minus that of a run of the first environment alone) and what the command
-costs once (CLI start, planning, the summary), since only the first grows with the matrix, and
-says from which matrix size the one-off cost is amortised. Target: <= 1 s per environment over the
-trials, and no slower than the shell loop.
-
-Last, it says why the second target holds only from some matrix size. Per further environment
-`matrix` pays the next container's start (and its interpreter's), which may not overlap a
-measurement, while the engine removes the previous container: that beats the loop, which pays
-both one after the other, so each environment wins back a little of the one-off cost. At N
-environments that is N x (loop - per further environment), and the one-off cost cannot go under
-the import of the libraries `matrix` is built on (typer, rich, pydantic, PyYAML, jinja2, the
-docker SDK: timed alone here) plus the last container's removal (the engine's event log).
-
+Per environment of a cached two-environment run: `matrix run`'s wall time minus the harness's own,
+beside a shell loop of `docker run … python -m harness run` over the same images, alternating over
+rounds (medians); split into the cost per further environment and once per command (see `main`).
+Target: <= 1 s per environment, and no slower than the loop. Builds the two images if missing.
 Usage: python bench/orchestration_overhead.py [--base-image tf-load-matrix/base:bookworm]
-It builds the two images first if they are missing (a few minutes, once).
 """
 
 from __future__ import annotations
@@ -174,6 +159,10 @@ def import_time() -> float:
 
 
 def main() -> None:
+    """Per further environment: the overhead of the two-environment run minus that of the first
+    environment alone; once per command (CLI start, planning, the summary): the rest. Only the
+    first grows with the matrix, so it says from which matrix size the one-off cost is amortised.
+    """
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base-image", default="tf-load-matrix/base:bookworm")
     parser.add_argument(
@@ -232,7 +221,15 @@ def main() -> None:
 
 def _print_floor(samples: list[Sample], n: int, loop: float, per_env: float, once: float) -> None:
     """Why "no slower than the loop" holds only from some N: what the one-off cost must stay
-    under at N environments, against what it can never go under."""
+    under at N environments, against what it can never go under.
+
+    Per further environment `matrix` pays the next container's start (and its interpreter's),
+    which may not overlap a measurement, while the engine removes the previous container: that
+    beats the loop, which pays both one after the other, so each environment wins back a little
+    of the one-off cost, N x (loop - per further environment) at N. The one-off cost cannot go
+    under the import of the libraries `matrix` is built on (typer, rich, pydantic, PyYAML,
+    jinja2, the docker SDK: timed alone here) plus the last container's removal.
+    """
     imports = statistics.median(import_time() for _ in range(3))
     start = statistics.median(t for s in samples for t in s.engine.starts)
     removal = statistics.median(t for s in samples for t in s.engine.teardowns)

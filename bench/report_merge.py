@@ -1,18 +1,9 @@
 """How long does a report of a big sweep take? Merge + statistics + HTML for 10^5 records.
 
-The records are SYNTHETIC: generated here with the fields and shapes docs/records.md defines
-(24 environments × 10 models × 9 formats × 3 cache modes, 15 measured trials per cell, log-
-normal load times, some unsupported and invalid cells, a sweep manifest), because timing a real
-sweep of that size would take days. They exercise the same code paths a real sweep's records do.
-Printed: seconds for `load_runs`, `cell_stats` + `cell_problems`, and `write_report` (if the
-report module is importable), the HTML file's size, and the host's load average (on a shared
-machine, figures are only comparable at a similar load). Importing scipy (~1.2 s) is in the
-total, as in `matrix report`: a load this big does it in a worker process meanwhile (see
-`matrix.results.stats.start_tests`), so on a host with a core to spare it hides behind `load_runs`,
-and
-`write_report` waits for it only if it is not done yet. Target: <= 5 s in total.
-
-Usage: python bench/report_merge.py [--records 100000]
+The records are synthetic (`records_of`): a real sweep of that size would take days to time.
+Printed: seconds for `load_runs`, the statistics and `write_report` (its imports included, as in
+`matrix report`), the HTML's size, and the load average (figures compare only at a similar
+load). Target: <= 5 s in total. Usage: python bench/report_merge.py [--records 100000]
 """
 
 from __future__ import annotations
@@ -59,8 +50,14 @@ ENVIRONMENTS = [
 
 
 def records_of(env_id: str, repeats: int, rng: random.Random) -> list[dict]:
-    """One environment's records: plan, environment, artifacts, schedule, trials, done."""
+    """One environment's records: plan, environment, artifacts, schedule, trials, done.
+
+    With the fields and shapes docs/records.md defines (24 environments × 10 models × 9 formats ×
+    3 cache modes, 15 measured trials per cell, log-normal load times, some unsupported and
+    invalid cells), so they take the code paths a real sweep's records take.
+    """
     keras3 = "legacy" not in env_id and not env_id.startswith("tf2.15")
+    tf, python, device = env_id.removeprefix("tf").split("-")[:3]
 
     def record(kind: str, **fields: object) -> dict:
         return {
@@ -89,10 +86,10 @@ def records_of(env_id: str, repeats: int, rng: random.Random) -> list[dict]:
         record(
             "environment",
             tool_version="0.1.0",
-            python="3.11.7",
-            tensorflow="2.21.0",
-            keras="3.13.2" if keras3 else "2.21.0",
-            keras_impl="keras3" if keras3 else "tf-keras",
+            python=f"{python.removeprefix('py')}.7",
+            tensorflow=f"{tf}.0",
+            keras="3.13.2" if keras3 else f"{tf}.0",
+            keras_impl="keras3" if keras3 else "tf-keras" if "legacy" in env_id else "keras2",
             numpy="2.4.6",
             tflite_runtime="ai-edge-litert 2.3.0",
             cpu_model="AMD EPYC",
@@ -100,7 +97,7 @@ def records_of(env_id: str, repeats: int, rng: random.Random) -> list[dict]:
             kernel="6.18",
             memory_gb=23.5,
             hostname="c0ffee",
-            gpus=[],
+            gpus=["NVIDIA L4"] if device == "gpu" else [],
             build_info={},
             started="2026-11-27T02:00:00+00:00",
             in_container=True,

@@ -31,14 +31,14 @@ _libc.mmap.argtypes = [
 _libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
 _libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
 _MAP_FAILED = ctypes.c_void_p(-1).value
-_DROP_CACHES = "/proc/sys/vm/drop_caches"
+DROP_CACHES = "/proc/sys/vm/drop_caches"  # written to drop the page cache system-wide
 
 
 def files_of(path: str) -> list[str]:
     """Every regular file of an artifact (a SavedModel is a directory), in a stable order."""
     if os.path.isfile(path):
         return [path]
-    found = []
+    found: list[str] = []
     for root, _dirs, names in os.walk(path):
         found.extend(os.path.join(root, n) for n in names)
     return sorted(f for f in found if os.path.isfile(f) and not os.path.islink(f))
@@ -64,6 +64,11 @@ def package_files(package: str) -> list[str]:
 
 def _pages(size: int) -> int:
     return (size + _PAGE - 1) // _PAGE
+
+
+def page_count(files: Iterable[str]) -> int:
+    """Pages the files take in the page cache when wholly resident (from their sizes)."""
+    return sum(_pages(os.path.getsize(f)) for f in files)
 
 
 def resident_pages(file: str) -> tuple[int, int]:
@@ -125,7 +130,7 @@ def drop_caches_allowed() -> bool:
     Opening for writing fails (EACCES, EROFS) exactly when writing would, and drops nothing.
     """
     try:
-        with open(_DROP_CACHES, "w"):
+        with open(DROP_CACHES, "w"):
             return True
     except OSError:
         return False
@@ -134,7 +139,7 @@ def drop_caches_allowed() -> bool:
 def drop_all_caches() -> None:
     """Write back dirty pages, then drop page cache, dentries and inodes system-wide."""
     os.sync()
-    with open(_DROP_CACHES, "w") as handle:
+    with open(DROP_CACHES, "w") as handle:
         handle.write("3\n")
 
 

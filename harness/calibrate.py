@@ -1,11 +1,9 @@
 """How fast is this machine right now? A fixed CPU-bound kernel, timed in the environment.
 
-Load times move with the machine: a shared VM drifts ±20 % over a day, as much as the
-threshold `matrix compare` flags. Each run therefore times the same single-threaded work at its
-start (`calibration_s` in the `environment` record) and at its end (`calibration_end_s` in the
-`done` record), so a comparison can tell a slower machine from slower code. The work is zlib
-compression and SHA-256 of a fixed seeded buffer: pure CPU and memory bandwidth in C code
-every Python ships, no I/O, no allocation growth. Standard library only (Python 3.8+).
+Load times move with the machine (a shared VM drifts ±20 % over a day, as much as `matrix compare`
+flags), so each run times the same single-threaded work at its start (`calibration_s`) and end
+(`calibration_end_s`): a comparison can tell a slower machine from slower code. Standard library
+only (Python 3.8+).
 """
 
 from __future__ import annotations
@@ -30,7 +28,7 @@ def _buffer() -> bytes:
     return b"".join(rng.choice(words) for _ in range(_BUFFER_BYTES // 8))
 
 
-def _kernel(data: bytes) -> bytes:
+def _kernel(data: bytes) -> bytes:  # pure CPU and memory bandwidth, in C every Python ships
     """Compress and hash the buffer, each round's digest salting the next (no round can be
     skipped or cached)."""
     digest = b""

@@ -1,13 +1,10 @@
 """Every format is a saver and a loader, chosen by what the running TF/Keras supports.
 
-Savers write *artifacts*; several formats may read the same artifact (`savedmodel` and
-`savedmodel-keras` load one SavedModel two ways). A saver that the running Keras cannot do says
-why instead of guessing: the reason becomes an `unsupported` record. The rules follow
-shared/reference/tf-compat.md §3 (save/load API per Keras generation).
-
-No TensorFlow (nor numpy) import at module level: the trial worker imports this before its
-import clock. Savers and loaders import harness.modelio / harness.models (numpy) when called,
-after the runtime's import has loaded numpy.
+Savers write *artifacts*, which several formats may read (`savedmodel`, `savedmodel-keras`). What
+the running Keras cannot save says why, as an `unsupported` record; the rules are Keras's own per
+generation (`saving_api.py` at the keras-team/keras and keras-team/tf-keras release tags, TF's
+`lite/python/lite.py`). No TF or numpy import at module level: the trial worker imports this
+before its import clock, and savers and loaders import numpy only when called.
 """
 
 from __future__ import annotations
@@ -316,6 +313,8 @@ def _keras_predictor(model: Any, layout: Layout) -> Predictor:
     """
     from harness.modelio import named_outputs
 
+    if not hasattr(model, "predict_on_batch"):  # Keras 2 revives a SavedModel Keras did not write
+        raise TypeError(f"load_model returned a {type(model).__name__}, not a Keras model")
     return Predictor(
         lambda x: named_outputs(model.predict_on_batch(layout.feed(x))),
         "predict_on_batch",
@@ -407,6 +406,68 @@ FORMATS: dict[str, Format] = {
         Format("tflite-int8", "tflite-int8", "tflite", _load_tflite),
     )
 }
+
+
+# ---- cross-loading: the APIs a user of one stack tries on an artifact another stack saved ----
+
+LOAD_MODEL = "keras.models.load_model"
+TFSM_LAYER = "keras.layers.TFSMLayer"
+TF_KERAS_LOAD_MODEL = "tf_keras.models.load_model"
+
+
+def _load_tfsm_layer(rt: Runtime, path: str, layout: Layout) -> Predictor:
+    """Keras 3's way to serve a SavedModel its `load_model` refuses. The endpoint is
+    `serving_default`, the one Keras 2 saves and Keras 3 exports both have (Keras 3's own
+    `serve` is missing from a Keras 2 SavedModel; Keras's refusal names `serving_default`)."""
+    from harness.modelio import named_outputs
+
+    layer = rt.keras.layers.TFSMLayer(path, call_endpoint="serving_default")
+    return Predictor(lambda x: named_outputs(layer(layout.feed(x))), "TFSMLayer", owner=layer)
+
+
+def _load_with_tf_keras(rt: Runtime, path: str, layout: Layout) -> Predictor:
+    """The legacy Keras 2 package beside Keras 3 (`pip install tf-keras`, `import tf_keras`)."""
+    import tf_keras
+
+    return _keras_predictor(tf_keras.models.load_model(path, compile=False), layout)
+
+
+def _own_api(fmt: str) -> str:
+    """The API a format's own loader uses, by the name a cross-load record gives it."""
+    load = FORMATS[fmt].load
+    if load is _load_savedmodel:
+        return "tf.saved_model.load"
+    if FORMATS[fmt].import_target == "tflite":
+        return "tflite interpreter"
+    if fmt.startswith("weights-"):
+        return "keras.models.model_from_json"
+    return LOAD_MODEL
+
+
+def cross_load_apis(fmt: str, keras_impl: str, tf_keras_installed: bool) -> list[str]:
+    """The loading APIs for another stack's artifact of `fmt`, in the order users try them:
+    the format's usual call first, then the fallbacks this stack offers when it refuses.
+
+    Keras 3 refuses `load_model` of any SavedModel and offers TFSMLayer; where the legacy
+    tf-keras package is installed beside Keras 3, users load Keras 2 files with it.
+    """
+    apis = [_own_api(fmt)]
+    if apis[0] == LOAD_MODEL and keras_impl == "keras3":
+        if FORMATS[fmt].artifact == "savedmodel":
+            apis.append(TFSM_LAYER)
+        if tf_keras_installed:
+            apis.append(TF_KERAS_LOAD_MODEL)
+    return apis
+
+
+def api_loader(fmt: str, api: str) -> Callable[[Runtime, str, Layout], Predictor]:
+    """The loader of `fmt` through `api` (one of `cross_load_apis`); "" is the format's own."""
+    special = {
+        TFSM_LAYER: _load_tfsm_layer,
+        TF_KERAS_LOAD_MODEL: _load_with_tf_keras,
+        LOAD_MODEL: _load_keras_model,
+    }
+    return special.get(api, FORMATS[fmt].load) if api else FORMATS[fmt].load
 
 
 def artifacts_for(formats: list[str]) -> list[str]:

@@ -1,22 +1,9 @@
 """Ask the host to do what this container may not: one file handshake for every kind of call.
 
 A container shares the host's kernel and page cache but neither its privileges nor its Docker
-engine; the orchestrator on the host has both. So the harness writes a request (JSON) into a
-folder on a mount both sides see, the orchestrator polls that folder, does the work and writes
-the answer beside it. Every file appears whole (written to a temporary name, then renamed), so
-neither side ever reads half of one. The kinds of call the orchestrator serves are named in the
-container's environment: the harness asks only for what is offered.
-
-Kinds: `drop` (drop the page cache; answer `{}`) and `trial` (run the trial worker in a fresh
-container: request `argv`, `env`, `timeout_s`; answer `exit_code`, `stderr`, `container_id`).
-
-One signal goes the other way, unasked: the start gate, a file the host creates when the
-harness may begin (see `wait_for_start`).
-
-The folder is the container's to write, so whatever the host finds there may be hostile: a
-request is read only if it is a regular file under its own name (no link, FIFO or device) and
-at most REQUEST_MAX_BYTES long, and answers are written without following any name
-(`dump_json`).
+engine. So the harness writes a request (JSON) into a folder both sides see, the host does the
+work and writes the answer beside it (`call_host`, `serve_host_calls`); only the kinds the
+container's environment offers are asked for. The start gate goes the other way (`wait_for_start`).
 """
 
 from __future__ import annotations
@@ -76,7 +63,13 @@ def wait_for_start(gate: str, timeout_s: float = START_GATE_TIMEOUT_S) -> None:
 
 
 def call_host(kind: str, wait_s: float, **payload: Any) -> dict:
-    """Ask the host for `kind` with `payload`; wait up to `wait_s` for its answer's fields."""
+    """Ask the host for `kind` with `payload`; wait up to `wait_s` for its answer's fields.
+
+    Kinds: `drop` (drop the page cache; answer `{}`) and `trial` (run the trial worker in a
+    fresh container: request `argv`, `env`, `timeout_s`; answer `exit_code`, `stderr`,
+    `container_id`). Every file appears whole (written to a temporary name, then renamed), so
+    neither side ever reads half of one.
+    """
     call_id = f"{os.getpid()}-{time.monotonic_ns()}"
     base = os.path.join(calls_dir(), call_id)
     dump_json(f"{base}.request", {"kind": kind, "id": call_id, **payload})
@@ -123,7 +116,7 @@ def serve_host_calls(folder: str, handlers: dict[str, Handler]) -> int:
 
 def _answer(call: dict, handlers: dict[str, Handler]) -> dict:
     """The handler's answer to `call`, or its failure (short of a Ctrl-C) as `error`."""
-    handler = handlers.get(call.get("kind"))
+    handler = handlers.get(str(call.get("kind")))
     try:
         if handler is None:
             raise HostCallError(f"this host does not serve {call.get('kind')!r} calls")
@@ -133,7 +126,12 @@ def _answer(call: dict, handlers: dict[str, Handler]) -> dict:
 
 
 def _read_request(path: str) -> dict:
-    """One request as JSON, read from a regular file of at most REQUEST_MAX_BYTES."""
+    """One request as JSON, read from a regular file of at most REQUEST_MAX_BYTES.
+
+    The folder is the container's to write, so what the host finds there may be hostile: only a
+    regular file under its own name (no link, FIFO or device) is read, and answers are written
+    without following any name (`dump_json`).
+    """
     fd = open_regular(path, os.O_RDONLY)
     with open(fd, "rb") as handle:
         data = handle.read(REQUEST_MAX_BYTES + 1)

@@ -1,12 +1,9 @@
 """Children that die with their parent: no harness outlives `matrix`, no worker its harness.
 
-A parent killed outright (SIGKILL, the OOM killer, a CI runner's cancel) runs no cleanup, and
-its children would run on with PPID 1: trials timed for nobody, beside the next run, which has
-taken the lock the dead one's kernel released. Linux kills a process when its parent goes if it
-asked to (prctl PR_SET_PDEATHSIG). It is asked in the child between fork and exec, so it is in
-force before the child runs any code of its own, and exec keeps it. The kernel means the parent
-*thread*: spawn from a thread that lives as long as the child (the main thread, here). Other
-systems get nothing armed; the stop on Ctrl-C or SIGTERM still applies there.
+A parent killed outright (SIGKILL, the OOM killer, a CI runner's cancel) runs no cleanup, and its
+children would run on with PPID 1: trials timed for nobody, beside the next run. Linux kills a
+child when its parent goes if the child asked to (prctl PR_SET_PDEATHSIG, `die_with_parent`);
+other systems get nothing armed, and the stop on Ctrl-C or SIGTERM still applies there.
 """
 
 from __future__ import annotations
@@ -23,9 +20,12 @@ PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 def die_with_parent() -> Callable[[], None] | None:
     """A `preexec_fn` making the child receive SIGKILL when this process ends; None off Linux.
 
-    Everything is looked up here, in the parent: the function the child runs between fork and
-    exec only calls libc and `os`, and never imports (a child forked from a threaded parent
-    must not wait for a lock another thread held at the fork).
+    Asked in the child between fork and exec, so it is in force before the child runs any code
+    of its own, and exec keeps it. The kernel means the parent *thread*: spawn from a thread
+    that lives as long as the child (the main thread, here). Everything is looked up here, in
+    the parent: the function the child runs between fork and exec only calls libc and `os`, and
+    never imports (a child forked from a threaded parent must not wait for a lock another
+    thread held at the fork).
     """
     if not sys.platform.startswith("linux"):
         return None

@@ -1,21 +1,16 @@
 """What a model takes and gives: any number of named inputs and outputs, in any structure.
 
-A model's inputs are described once, in the save worker, from its signature (Keras's `inputs`,
-or a SavedModel's serving signature) as a `Layout`: names, per-row shapes (None where dynamic),
-dtypes, and for integer inputs the range of valid ids. The parity batch is drawn from it, or
-read from the user's `.npz`; every loader is then fed by input name, and every output is kept
-by name, so parity covers them all. Standard library and numpy only (no TensorFlow).
-
-Defaults (docs/records.md, "Inputs"): a dynamic dimension is DEFAULT_DIM long unless the model
-options' `dims` give a size for that input; integer inputs are ids in [0, input_dim) of the
-Embedding that consumes them, else in [0, DEFAULT_ID_RANGE).
+A model's inputs are described once, in the save worker, from its signature as a `Layout`; the
+parity batch is drawn from it (`synthesise`) or read from the user's `.npz`, every loader is fed
+by input name and every output kept by name, so parity covers them all. Standard library and
+numpy only (no TensorFlow).
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -46,7 +41,11 @@ class InputSpec:
 
 @dataclass
 class Layout:
-    """The inputs of a model and how a call expects them: one array, a list, or a dict."""
+    """The inputs of a model and how a call expects them: one array, a list, or a dict.
+
+    Read from the model's signature (Keras's `inputs`, or a SavedModel's serving signature):
+    names, per-row shapes (None where dynamic), dtypes, and for integer inputs their id range.
+    """
 
     inputs: list[InputSpec]
     structure: str  # "single" | "list" | "dict"
@@ -96,8 +95,10 @@ def synthesise(
 ) -> dict[str, np.ndarray]:
     """Seeded inputs by name: floats standard normal, ids uniform in their range, bools fair.
 
-    Input i draws from its own generator (seed + i), so a single-input model's batch is the
-    same as before inputs were generalised.
+    The defaults of docs/records.md, "Inputs": a dynamic dimension is DEFAULT_DIM long unless
+    the model options' `dims` give a size for that input; integer inputs are ids in
+    [0, input_dim) of the Embedding that consumes them, else in [0, DEFAULT_ID_RANGE). Input i
+    draws from its own generator (seed + i), so a single-input model's batch is always the same.
     """
     batch = {}
     for index, spec in enumerate(layout.inputs):
@@ -158,7 +159,7 @@ def read_user_inputs(layout: Layout, path: str) -> dict[str, np.ndarray]:
 
 def save_batch(path: str, batch: dict[str, np.ndarray]) -> None:
     """An .npz that keeps the names and their order."""
-    np.savez(path, **batch)
+    np.savez(path, **cast("dict[str, Any]", batch))  # numpy's stub types **kwds as its options
 
 
 def load_batch(path: str) -> dict[str, np.ndarray]:

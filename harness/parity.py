@@ -1,15 +1,10 @@
 """Parity: does a loaded artifact still predict what the saving model predicted?
 
-The saving model predicts a batch of inputs (the reference: every output, by name; the batch
-is seeded, harness.modelio, or the user's own rows); each trial predicts the same rows with the
-loaded artifact after all of its timed work, and every output is compared. The metrics are
-scale-free, so one tolerance per format family holds for any model. They are only meaningful
-when the reference itself depends on its input: if every row's output is the same (as with
-Keras's own untrained MobileNetV2, hence harness.models.initialise_untrained), a broken artifact
-that outputs that constant would pass, so such a reference is `not-informative`, never `pass`.
-Definitions and tolerances: docs/records.md, "Parity".
-
-Standard library and numpy only: the trial worker imports it after its clocks have stopped.
+The saving model predicts a batch (the reference); each trial predicts the same rows with the
+loaded artifact after its timed work, and every output is compared by scale-free metrics, so one
+tolerance per format family holds for any model (docs/records.md, "Parity"). A reference that
+does not vary with its input is `not-informative` (`informative`). Standard library and numpy
+only: the trial worker imports it after its clocks have stopped.
 """
 
 from __future__ import annotations
@@ -47,7 +42,12 @@ def spread(reference: np.ndarray) -> float:
 
 
 def informative(reference: np.ndarray) -> bool:
-    """Whether the reference rows differ beyond numerical noise, so parity can fail."""
+    """Whether the reference rows differ beyond numerical noise, so parity can fail.
+
+    If every row's output is the same (as with Keras's own untrained MobileNetV2, hence
+    harness.models.initialise_untrained), a broken artifact that outputs that constant would
+    pass, so such a reference is `not-informative`, never `pass`.
+    """
     rows = _rows(reference)
     if len(rows) < 2 or not rows.size or not np.all(np.isfinite(rows)):
         return False

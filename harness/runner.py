@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -17,12 +18,15 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from harness import __version__, cache, calibrate, envinfo, hostcalls
+from harness import __version__, artifact_cache, cache, calibrate, envinfo, hostcalls, precision
+from harness.artifact_cache import ArtifactCache
 from harness.catalog import ModelOptions, ModelSpec, parse_model
-from harness.formats import FORMATS, artifacts_for
+from harness.contract import RunSpec
+from harness.formats import ARTIFACTS, FORMATS, artifacts_for
 from harness.lifetime import die_with_parent
 from harness.records import RecordWriter, append_event, utc_now
 from harness.runtime import runtime_packages
+from harness.zygote import ForkFailure, Zygote
 
 SAVE_TIMEOUT_S = 3600
 TRIAL_TIMEOUT_S = 900
@@ -36,32 +40,19 @@ STDERR_TAIL_LINES = 6
 # this fraction means part of it was cached after all. TFLite maps its file and may touch only
 # what allocate_tensors needs, so there it need only have read something.
 COLD_MIN_READ_FRACTION = 0.5
+# Fresh-process controls of forked cells, per environment at least: the fewest paired loads
+# whose median has a 95 % interval at all (7 and 8 pairs give the same (min, max) interval).
+CONTROL_PAIRS = precision.MIN_REPEATS
+# A forked child still running after FACTOR times the run's slowest trial so far (and at least
+# FLOOR seconds) is taken for hung: see Run._fork_worker.
+FORK_TIMEOUT_FACTOR = 4
+FORK_TIMEOUT_FLOOR_S = 30
 COLD_REFUSED = (
     "dropping the whole page cache needs root with a writable /proc/sys: run as "
     "root; in a container, run `matrix` on the Docker host as root or with the "
     "sudoers grant `matrix doctor` prints (it drops the cache on request); "
     "otherwise use cache mode cold-model"
 )
-
-
-@dataclass
-class Options:
-    """What to run; mirrors the `python -m harness run` flags."""
-
-    out: str
-    run_id: str
-    env_id: str
-    models: list[str]
-    formats: list[str]
-    cache_modes: list[str]
-    repeats: int = 3
-    warmup: int = 1
-    inference_runs: int = 10
-    process: str = "fresh"  # fresh | reused | both
-    seed: int = 1234
-    weights: str = "none"
-    work: str = ""
-    model_options: dict[str, ModelOptions] = field(default_factory=dict)  # by name in `models`
 
 
 @dataclass
@@ -76,6 +67,35 @@ class Saved:
     files: list[str] = field(default_factory=list)
     converter_options: list[str] | None = None  # TFLite: the route and options that worked
     converter_failed: list[str] | None = None  # TFLite: the attempts before it, with errors
+    reused_from: str | None = None  # the run that saved it, when taken from the artifact cache
+    api: str = ""  # a cross-load's loading API (harness.crossload); "" for the format's own
+
+
+@dataclass
+class Cell:
+    """One (model, format, cache mode) in the trial rotation, and what it has measured."""
+
+    arts: ModelArtifacts
+    fmt: str
+    mode: str
+    process: str  # how its measured trials are made now: fresh | forked
+    controls: int = 0  # fresh-process control trials still to make beside forked ones
+    rounds: set[int] = field(default_factory=set)  # the measured rounds it took part in
+    loads: dict[str, list[float]] = field(default_factory=lambda: {"fresh": [], "forked": []})
+    attempts: dict[str, int] = field(default_factory=lambda: {"fresh": 0, "forked": 0})
+    paired: dict[int, dict[str, float]] = field(default_factory=dict)  # round → process → load
+    done: bool = False
+
+    def cell_id(self, env_id: str) -> str:
+        return f"{env_id}/{self.arts.spec.slug}/{self.fmt}/{self.mode}"
+
+    def record(self, process: str, rnd: int, load: float | None) -> None:
+        """Count one measured trial of `process` (its load time, None if not ok)."""
+        self.rounds.add(rnd)
+        self.attempts[process] += 1
+        if load is not None:
+            self.loads[process].append(load)
+            self.paired.setdefault(rnd, {})[process] = load
 
 
 @dataclass
@@ -128,8 +148,9 @@ def _death(returncode: int) -> str:
 class Run:
     """One harness run in one environment."""
 
-    def __init__(self, opts: Options) -> None:
+    def __init__(self, opts: RunSpec, model_options: dict[str, ModelOptions] | None = None) -> None:
         self.opts = opts
+        self.model_options = model_options or {}  # by name in `models` (opts.model_options)
         self.work = opts.work or os.path.join(opts.out, "artifacts", opts.env_id)
         self.writer = RecordWriter(
             os.path.join(opts.out, f"{opts.env_id}.jsonl"), opts.run_id, opts.env_id
@@ -138,6 +159,11 @@ class Run:
         # container: the host starts a fresh container for every trial (matrix --isolation).
         self.isolation = "container" if hostcalls.offered("trial") else "process"
         self._import_libs: dict[str, dict[str, list[str]]] = {}
+        self._zygotes: dict[str, Zygote] = {}
+        self._environment: dict[str, Any] | None = None  # for artifact cache keys
+        self._forking = True  # until a forked child hangs or forked loads disagree
+        self._fork_check_due = False
+        self._slowest_s = 0.0  # the slowest trial so far, for a forked child's timeout
 
     # ---- plan & environment ------------------------------------------------------------------
 
@@ -146,13 +172,20 @@ class Run:
         return len(o.models) * len(o.formats) * len(o.cache_modes)
 
     def _rounds(self) -> int:
-        return self.opts.warmup + self.opts.repeats
+        """Loads of a reused process (warm-up included): with `--repeats auto`, the fewest a
+        cell gets (the process is one sample however many loads it makes)."""
+        return self.opts.warmup + (self.opts.repeats or precision.MIN_REPEATS)
 
     def planned_trials(self) -> int:
+        """Trial records at most: every cell to its repeats (auto: its maximum), the forked
+        cells' fresh controls, the reused-process loads."""
         o = self.opts
-        fresh = self._fresh_cells() * self._rounds() if o.process in ("fresh", "both") else 0
+        rounds = o.warmup + (o.repeats or o.max_repeats)
+        fresh = self._fresh_cells() * rounds if o.process in ("fresh", "both") else 0
+        forks = o.trial_process == "forked" and any(m != "cold" for m in o.cache_modes)
+        controls = CONTROL_PAIRS + self._fresh_cells() if fresh and forks else 0
         reused = len(o.models) * len(o.formats) * self._rounds() if o.process != "fresh" else 0
-        return fresh + reused
+        return fresh + controls + reused
 
     def write_plan(self) -> None:
         o = self.opts
@@ -161,10 +194,14 @@ class Run:
             models=o.models,
             formats=o.formats,
             cache_modes=o.cache_modes,
-            repeats=o.repeats,
+            repeats=o.repeats or "auto",
+            max_repeats=o.max_repeats,
+            precision=o.precision,
+            fresh_artifacts=o.fresh_artifacts,
             warmup=o.warmup,
             inference_runs=o.inference_runs,
             process=o.process,
+            trial_process=o.trial_process,
             seed=o.seed,
             weights=o.weights,
             trials_planned=self.planned_trials(),
@@ -202,11 +239,17 @@ class Run:
     # ---- saving ------------------------------------------------------------------------------
 
     def save_model(self, spec: ModelSpec) -> ModelArtifacts:
-        """Save every needed artifact, restarting the worker past any artifact that kills it."""
+        """Save every needed artifact, restarting the worker past any artifact that kills it;
+        with an artifact cache, reuse what an earlier run saved and keep what this one saves."""
         result = ModelArtifacts(spec=spec)
         folder = os.path.join(self.work, spec.slug)
         os.makedirs(folder, exist_ok=True)
         pending = artifacts_for(self.opts.formats)
+        store = self._artifact_cache(spec)
+        if store and not self.opts.fresh_artifacts:
+            self._reuse(store, result, folder, pending)
+            pending = [a for a in pending if a not in result.saved]
+        saving = list(pending)
         generation = 0
         while pending:
             events = self._save_generation(spec, folder, pending, generation)
@@ -245,7 +288,78 @@ class Run:
                 )
             pending = [a for a in pending if a not in result.saved]
             generation += 1
+        if store:
+            self._keep(store, result, folder, saving)
         return result
+
+    def _artifact_cache(self, spec: ModelSpec) -> ArtifactCache | None:
+        """The cache entries of `spec` in this environment's cache folder, if one was given."""
+        if not self.opts.artifact_cache:
+            return None
+        if self._environment is None:
+            self._environment = artifact_cache.environment_fingerprint()
+        key = artifact_cache.model_key(spec, self.opts.weights, self._environment)
+        return ArtifactCache(self.opts.artifact_cache, key)
+
+    def _reuse(
+        self, store: ArtifactCache, result: ModelArtifacts, folder: str, pending: list[str]
+    ) -> None:
+        """Take the artifacts an earlier run saved (intact) into `folder`, as saved there."""
+        model, hits = store.reuse(pending, folder)
+        if not hits:
+            return
+        result.params = model["params"]
+        result.input = os.path.join(folder, "parity-inputs.npz")
+        result.parity_informative = model["parity_informative"]
+        result.not_keras = model["not_keras"]
+        result.described = model["described"]
+        for name, entry in hits.items():
+            saved = entry["saved"]
+            path = os.path.join(folder, ARTIFACTS[name].filename)
+            ok = saved["status"] == "ok"
+            result.saved[name] = Saved(
+                saved["status"],
+                reason=saved["reason"],
+                path=path if ok else "",
+                reference=os.path.join(folder, artifact_cache.reference_name(name)) if ok else "",
+                save_s=saved["save_s"],
+                files=cache.files_of(path) if ok else [],
+                converter_options=saved["converter_options"],
+                converter_failed=saved["converter_failed"],
+                reused_from=saved["run_id"],
+            )
+
+    def _keep(
+        self, store: ArtifactCache, result: ModelArtifacts, folder: str, saved_now: list[str]
+    ) -> None:
+        """Put what this run saved (ok, or deterministically unsupported) into the cache."""
+        if result.params is None:
+            return
+        model = {
+            "params": result.params,
+            "parity_informative": result.parity_informative,
+            "not_keras": result.not_keras,
+            "described": result.described,
+        }
+        for name in saved_now:
+            saved = result.saved.get(name)
+            if saved is None or saved.status not in ("ok", "unsupported"):
+                continue
+            store.store(
+                name,
+                folder,
+                {
+                    "status": saved.status,
+                    "reason": saved.reason,
+                    "path": saved.path,
+                    "reference": saved.reference,
+                    "save_s": saved.save_s,
+                    "converter_options": saved.converter_options,
+                    "converter_failed": saved.converter_failed,
+                    "run_id": self.opts.run_id,
+                },
+                model,
+            )
 
     def _save_generation(
         self, spec: ModelSpec, folder: str, pending: list[str], generation: int
@@ -276,7 +390,8 @@ class Run:
             )
             returncode, stderr = proc.returncode, proc.stderr
         except subprocess.TimeoutExpired as exc:
-            returncode, stderr = -9, f"timed out after {SAVE_TIMEOUT_S} s {exc.stderr or ''}"
+            said = (exc.stderr or b"").decode(errors="replace")  # raw bytes, even with text=True
+            returncode, stderr = -9, f"timed out after {SAVE_TIMEOUT_S} s {said}"
         events = _read_events(events_path)
         done = {e.get("artifact") for e in events if e["event"] != "start"}
         started = [e["artifact"] for e in events if e["event"] == "start"]
@@ -314,6 +429,8 @@ class Run:
                 "format": fmt,
                 "status": saved.status,
                 "params": arts.params,
+                "reused": saved.reused_from is not None,
+                "reused_from": saved.reused_from,
                 **arts.described,
             }
             if saved.status != "ok":
@@ -418,16 +535,15 @@ class Run:
         )
 
     def _spawn_trial(
-        self, fmt: str, saved: Saved, arts: ModelArtifacts, loads: int
+        self, fmt: str, saved: Saved, arts: ModelArtifacts, loads: int, process: str
     ) -> dict[str, Any]:
+        """Run one trial worker (`process` forked: from the runtime's zygote) and return its
+        result; ForkFailure when a forked one hangs or its zygote fails."""
         # In its own container the worker writes its result where the host's mount reaches.
         shared = hostcalls.calls_dir() if self.isolation == "container" else None
         with tempfile.TemporaryDirectory(prefix="trial-", dir=shared) as tmp:
             result_path = os.path.join(tmp, "result.json")
-            argv = [
-                sys.executable,
-                "-m",
-                "harness.trial_worker",
+            args = [
                 "--format",
                 fmt,
                 "--artifact",
@@ -444,17 +560,47 @@ class Run:
                 result_path,
             ]
             for path in arts.spec.options.code:
-                argv += ["--code", path]
+                args += ["--code", path]
+            if saved.api:
+                args += ["--api", saved.api]
+            began = time.monotonic()
             try:
-                returncode, stderr = self._run_worker(argv)
+                if process == "forked":
+                    returncode, stderr = self._fork_worker(FORMATS[fmt].import_target, args, tmp)
+                else:
+                    argv = [sys.executable, "-m", "harness.trial_worker", *args]
+                    returncode, stderr = self._run_worker(argv)
             except subprocess.TimeoutExpired:
                 return {"error": f"trial timed out after {TRIAL_TIMEOUT_S} s"}
             except hostcalls.HostCallError as exc:
                 return {"error": f"trial container: {exc}"}
+            self._slowest_s = max(self._slowest_s, time.monotonic() - began)
             if os.path.exists(result_path):
                 with open(result_path) as handle:
                     return json.load(handle)
             return {"error": f"{_death(returncode)}: {_tail(stderr)}"}
+
+    def _fork_worker(self, target: str, args: list[str], tmp: str) -> tuple[int, str]:
+        """(exit code, stderr) of a trial forked from `target`'s zygote, started on first use.
+
+        A child gets FORK_TIMEOUT_FACTOR times the slowest trial of the run so far (at least
+        FORK_TIMEOUT_FLOOR_S): a forked child that deadlocks on a lock one of the runtime's
+        threads held at the fork never ends, and a trial that slow is suspect anyway.
+        """
+        if target not in self._zygotes:
+            log = os.path.join(self.work, f"zygote-{target}.log")
+            self._zygotes[target] = Zygote(target, _child_env(), log, TRIAL_TIMEOUT_S)
+        stderr_path = os.path.join(tmp, "stderr.txt")
+        slowest = FORK_TIMEOUT_FACTOR * self._slowest_s
+        timeout = min(TRIAL_TIMEOUT_S, max(FORK_TIMEOUT_FLOOR_S, slowest))
+        returncode = self._zygotes[target].run(args, stderr_path, timeout)
+        with open(stderr_path, errors="replace") as handle:
+            return returncode, handle.read()
+
+    def _close_zygotes(self) -> None:
+        for zygote in self._zygotes.values():
+            zygote.close()
+        self._zygotes.clear()
 
     def _run_worker(self, argv: list[str]) -> tuple[int, str]:
         """(exit code, stderr) of the trial worker: a child process, or a fresh container."""
@@ -484,17 +630,20 @@ class Run:
         because bench/harness_overhead.py prepares its bare loads exactly this way.
         """
         libs = self._libs(target)
-        if mode != "cold":  # only `cold` times a cold import: no trial inherits the last one's
+        # Only `cold` times a cold import: every other trial starts with the libraries read in,
+        # so none inherits the last one's state; a forked one too, as pages its zygote mapped
+        # but never touched may have left the cache.
+        if mode != "cold":
             for lib_files in libs.values():
                 cache.read_all(lib_files)
         method, resident, invalid = self._prepare_artifact(mode, files)
         by_package, libs_invalid = self._check_libs(mode, libs)
+        sizes = {name: cache.page_count(lib_files) for name, lib_files in libs.items()}
         proof = {
             "eviction": method,
             "resident_before": resident,
-            "import_libs_resident_before": cache.residency(
-                f for lib_files in libs.values() for f in lib_files
-            ),
+            "import_libs_resident_before": sum(by_package[n] * sizes[n] for n in libs)
+            / max(sum(sizes.values()), 1),
             "import_libs_resident": by_package,
             "import_libs_checked": list(libs),
         }
@@ -508,8 +657,10 @@ class Run:
         rnd: int,
         order: int,
         process: str = "fresh",
-    ) -> None:
-        """Prepare the cache, run one trial process, write its record(s)."""
+    ) -> float | None:
+        """Prepare the cache, run one trial process, write its record(s); the load time of an
+        ok first load (None otherwise). A forked trial whose child hangs, or whose zygote
+        fails, ends forking for the environment and is made again in a fresh process."""
         saved = arts.saved_for(fmt)
         target = FORMATS[fmt].import_target
         suffix = "reused" if process == "reused" else mode
@@ -526,9 +677,17 @@ class Run:
         }
         loads = self._rounds() if process == "reused" else 1
         phase = "warmup" if rnd < self.opts.warmup else "measure"
+        if mode == "cold":  # a zygote's mapped libraries would keep the cold import warm
+            self._close_zygotes()
         proof, invalid = self.prepare_cache(mode, saved.files, target)
         base.update(proof)
-        result = self._spawn_trial(fmt, saved, arts, loads)
+        try:
+            result = self._spawn_trial(fmt, saved, arts, loads, process)
+        except ForkFailure as exc:
+            reason = f"forked trial: {exc}; this environment's trials are fresh-process from here"
+            self.writer.write("trial", status="error", reason=reason, phase=phase, **base)
+            self._stop_forking("hung", reason)
+            return self.trial(arts, fmt, mode, rnd, order, "fresh")
         common = {
             k: result.get(k)
             for k in (
@@ -545,7 +704,8 @@ class Run:
             self.writer.write(
                 "trial", status="error", reason=result["error"], phase=phase, **base, **common
             )
-            return
+            return None
+        first: float | None = None
         for index, load in enumerate(result["loads"]):
             if process == "reused":
                 phase = "warmup" if index < self.opts.warmup else "measure"
@@ -554,6 +714,8 @@ class Run:
             )
             status = "invalid" if why else "ok"
             extra = {"reason": why} if why else {}
+            if index == 0 and not why:
+                first = load["load_s"]
             self.writer.write(
                 "trial",
                 status=status,
@@ -564,6 +726,7 @@ class Run:
                 **load,
                 **extra,
             )
+        return first
 
     def not_runnable(self, arts: ModelArtifacts, fmt: str, mode: str) -> tuple[str, str] | None:
         """(status, reason) when a cell cannot be timed at all; it then gets one record."""
@@ -575,13 +738,19 @@ class Run:
         return None
 
     def run_trials(self, all_arts: list[ModelArtifacts]) -> None:
-        """Fresh-process rounds (each a new shuffle of every cell), then reused-process loads.
+        """Rounds of every cell still in the rotation, each round in a new shuffled order; then
+        the reused-process loads. A cell that cannot be timed at all gets exactly one record
+        with its reason.
 
-        A cell that cannot be timed at all gets exactly one record with its reason.
+        `--repeats auto`: a cell leaves the rotation once `harness.precision` says its median
+        is known well enough (or it has had the maximum), and gets a `precision` record.
+        Forked cells also get fresh-process controls in their first measured rounds, which
+        `_check_forks` holds the forked loads to.
         """
         o = self.opts
         fresh = o.process in ("fresh", "both")
-        cells, blocked = [], []
+        cells: list[Cell] = []
+        blocked = []
         for arts in all_arts:
             for fmt in o.formats:
                 for mode in o.cache_modes if fresh else ():
@@ -589,7 +758,7 @@ class Run:
                     if verdict:
                         blocked.append((arts, fmt, mode, verdict))
                     else:
-                        cells.append((arts, fmt, mode))
+                        cells.append(Cell(arts, fmt, mode, self._process_for(mode)))
         reused = []
         if o.process != "fresh":
             reused = [
@@ -598,8 +767,13 @@ class Run:
                 for f in o.formats
                 if self.not_runnable(a, f, "warm") is None
             ]
-        scheduled = len(blocked) + (len(cells) + len(reused)) * self._rounds()
-        self.writer.write("schedule", trials_scheduled=scheduled)
+        forked = [c for c in cells if c.process == "forked"]
+        if forked:  # spread over the forked cells, fewer than the rounds every cell has
+            share = -(-CONTROL_PAIRS // len(forked))
+            for cell in forked:
+                cell.controls = min(share, (o.repeats or precision.MIN_REPEATS) - 1)
+        self._fork_check_due = bool(forked)
+        self._schedule(cells, len(blocked) + len(reused) * self._rounds())
         for arts, fmt, mode, (status, reason) in blocked:
             self.writer.write(
                 "trial",
@@ -612,13 +786,157 @@ class Run:
                 status=status,
                 reason=reason,
             )
-        for rnd in range(self._rounds()) if cells else ():
-            order = list(cells)
-            random.Random(f"{o.seed}-{rnd}").shuffle(order)
-            for position, (arts, fmt, mode) in enumerate(order):
-                self.trial(arts, fmt, mode, rnd, position)
+        rnd = 0
+        while True:
+            measuring = rnd >= o.warmup
+            active = [c for c in cells if not (measuring and c.done)]
+            if not active:
+                break
+            entries = [(c, c.process) for c in active]
+            if measuring:
+                entries += [(c, "fresh") for c in active if c.controls and c.process == "forked"]
+            for position, (cell, process) in enumerate(self._round_order(entries, rnd)):
+                if process == "forked" and not self._forking:
+                    process = "fresh"
+                load = self.trial(cell.arts, cell.fmt, cell.mode, rnd, position, process)
+                if not self._forking:  # stopped by this trial or before: all fresh from here
+                    process = "fresh" if process == "forked" else process
+                    for each in cells:
+                        each.process = "fresh"
+                if measuring:
+                    cell.record(process, rnd, load)
+            if measuring:
+                for cell in active:
+                    cell.controls = max(cell.controls - 1, 0)
+                if self._fork_check_due and not any(c.controls for c in cells):
+                    self._check_forks(cells)
+                for cell in active:
+                    self._settle(cell, len(cells))
+                self._schedule(cells, len(reused) * self._rounds())
+            rnd += 1
+        if self._fork_check_due:  # every forked cell left before its controls were done
+            self._check_forks(cells)
+        self._close_zygotes()
         for position, (arts, fmt) in enumerate(reused):
             self.trial(arts, fmt, "warm", 0, position, process="reused")
+
+    def _process_for(self, mode: str) -> str:
+        """`forked` where the import is not what a cell measures and a zygote can serve it."""
+        if (
+            self.opts.trial_process == "forked"
+            and mode != "cold"
+            and self.isolation == "process"
+            and self._forking
+        ):
+            return "forked"
+        return "fresh"
+
+    def _round_order(self, entries: list[tuple[Cell, str]], rnd: int) -> list[tuple[Cell, str]]:
+        """The round's trials, shuffled by the run's seed. With zygotes about, the `cold`
+        trials go first (still shuffled among themselves): zygotes are stopped for them, and
+        restarting them after every cold trial would cost an import each time."""
+        order = list(entries)
+        random.Random(f"{self.opts.seed}-{rnd}").shuffle(order)
+        if any(process == "forked" for _, process in order):
+            order.sort(key=lambda entry: entry[0].mode != "cold")  # stable: keeps the shuffle
+        return order
+
+    def _settle(self, cell: Cell, family: int) -> None:
+        """Whether `cell` leaves the rotation; writes its `precision` record when it does."""
+        o = self.opts
+        loads = cell.loads[cell.process]
+        attempts = cell.attempts[cell.process]
+        if o.repeats:
+            cell.done = len(cell.rounds) >= o.repeats
+            reached = None
+        else:
+            found = precision.progress(loads, self._target(), family)
+            cell.done = found.done or (attempts >= precision.MIN_REPEATS and not loads)
+            reached = found.reached
+        if not cell.done:
+            return
+        half = precision.relative_half_width(loads)
+        interval = precision.median_ci(loads)
+        self.writer.write(
+            "precision",
+            cell_id=f"{o.env_id}/{cell.arts.spec.slug}/{cell.fmt}/{cell.mode}",
+            model=cell.arts.spec.slug,
+            format=cell.fmt,
+            cache_mode=cell.mode,
+            process=cell.process,
+            n=len(loads),
+            attempts=attempts,
+            load_median=statistics.median(loads) if loads else None,
+            load_ci_low=interval[0] if interval else None,
+            load_ci_high=interval[1] if interval else None,
+            precision=half,
+            target=None if o.repeats else o.precision,
+            reached=reached,
+        )
+
+    def _target(self) -> precision.Target:
+        return precision.Target(precision=self.opts.precision, max_repeats=self.opts.max_repeats)
+
+    def _schedule(self, cells: list[Cell], others: int) -> None:
+        """A `schedule` record: trials written so far plus the most the rotation can still
+        take (with `--repeats auto` an upper bound, lowered after every round)."""
+        o = self.opts
+        left = 0
+        for cell in cells:
+            if o.repeats:
+                rounds = o.repeats - len(cell.rounds)
+            else:
+                rounds = o.max_repeats - len(cell.loads[cell.process])
+            left += 0 if cell.done else max(rounds, 1) + cell.controls
+        warmups = len(cells) * o.warmup if not self.writer.trials_written else 0
+        self.writer.write(
+            "schedule", trials_scheduled=self.writer.trials_written + warmups + left + others
+        )
+
+    def _check_forks(self, cells: list[Cell]) -> None:
+        """Hold the forked loads to the fresh-process controls of the same rounds (the rule of
+        `harness.precision.agreement`); on a disagreement every cell is fresh from here."""
+        self._fork_check_due = False
+        pairs = [
+            (by_process["forked"], by_process["fresh"])
+            for cell in cells
+            for by_process in cell.paired.values()
+            if {"forked", "fresh"} <= set(by_process)
+        ]
+        found = precision.agreement(pairs)
+        fallback = found.verdict == "disagree"
+        self.writer.write(
+            "fork_check",
+            verdict=found.verdict,
+            pairs=found.pairs,
+            change=found.change,
+            change_low=found.low,
+            change_high=found.high,
+            threshold=precision.THRESHOLD,
+            fallback=fallback,
+            cells=sorted(
+                c.cell_id(self.opts.env_id)
+                for c in cells
+                if any("forked" in loads for loads in c.paired.values())
+            ),
+            reason="",
+        )
+        if fallback:
+            self._stop_forking("disagree", "")
+
+    def _stop_forking(self, verdict: str, reason: str) -> None:
+        """No more forked trials in this environment (a child hung, or a zygote failed)."""
+        if verdict == "hung":
+            self._fork_check_due = False
+            self.writer.write(
+                "fork_check",
+                verdict=verdict,
+                fallback=True,
+                threshold=precision.THRESHOLD,
+                reason=reason,
+            )
+        self._forking = False
+        self._close_zygotes()
 
     # ---- whole run ---------------------------------------------------------------------------
 
@@ -630,7 +948,7 @@ class Run:
             return 1
         all_arts = []
         for name in self.opts.models:
-            options = self.opts.model_options.get(name, ModelOptions())
+            options = self.model_options.get(name, ModelOptions())
             arts = self.save_model(replace(parse_model(name), options=options))
             self.write_artifact_records(arts)
             all_arts.append(arts)

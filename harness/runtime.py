@@ -57,17 +57,23 @@ def version_tuple(version: str) -> tuple[int, int]:
     return int(major), int("".join(ch for ch in minor if ch.isdigit()) or 0)
 
 
+def keras_impl_for(tf_version: tuple[int, int]) -> str:
+    """Which Keras `tf.keras` is with this TensorFlow in this process's environment: `keras2`
+    (TF <= 2.15), `tf-keras` (TF_USE_LEGACY_KERAS) or `keras3`. Needs no import, so a parent
+    process can plan by it without warming what its children time."""
+    if tf_version < (2, 16):
+        return "keras2"
+    if os.environ.get("TF_USE_LEGACY_KERAS") in _LEGACY_KERAS_VALUES:
+        return "tf-keras"
+    return "keras3"
+
+
 def import_tensorflow(with_keras: bool = True) -> Runtime:
     """`import tensorflow` and, when the loader needs it, resolve `tf.keras` (lazy in Keras 3)."""
     import tensorflow as tf
 
     rt = Runtime(tf=tf, tf_version=version_tuple(tf.__version__))
-    if rt.tf_version < (2, 16):
-        rt.keras_impl = "keras2"
-    elif os.environ.get("TF_USE_LEGACY_KERAS") in _LEGACY_KERAS_VALUES:
-        rt.keras_impl = "tf-keras"
-    else:
-        rt.keras_impl = "keras3"
+    rt.keras_impl = keras_impl_for(rt.tf_version)
     if with_keras:
         rt.keras = tf.keras
         rt.keras.models  # noqa: B018 - touching it finishes Keras 3's lazy import inside the clock

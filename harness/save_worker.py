@@ -1,13 +1,9 @@
 """Child process: build one model, then save it as each requested artifact.
 
 Saving runs in a child because a converter can abort the whole process (TF 2.16 with a too-new
-Keras dies in the TFLite converter with "LLVM ERROR"). Before each artifact the worker appends a
-`start` event and after it a `saved` / `unsupported` / `error` event, so when it dies the parent
-knows exactly which artifact killed it, records that one as `error` and starts a new worker for
-the rest. A model's own `code` (model options) is imported first, its cost recorded apart
-(`user_code_import_s`).
-
-Usage: python -m harness.save_worker SPEC.json
+Keras dies in the TFLite converter with "LLVM ERROR"). Around each artifact the worker appends a
+`start` and then a `saved` / `unsupported` / `error` event, so when it dies the parent knows which
+artifact killed it and starts a new worker for the rest. Usage: python -m harness.save_worker SPEC
 """
 
 from __future__ import annotations
@@ -38,9 +34,6 @@ from harness.parity import informative_outputs
 from harness.records import append_event
 from harness.runtime import import_tensorflow
 from harness.usercode import import_user_code
-
-# Test-only fault injection: the named artifact's save aborts the process, as LLVM's does.
-ABORT_ENV = "HARNESS_TEST_ABORT_ARTIFACT"
 
 
 def _parity_batch(rt: Any, model: Any, options: ModelOptions, folder: str) -> tuple[Any, Any]:
@@ -148,8 +141,6 @@ def main(spec_path: str) -> int:
             continue
         path = os.path.join(folder, artifact.filename)
         append_event(events, event="start", artifact=name)
-        if os.environ.get(ABORT_ENV) == name:
-            os.abort()
         if os.path.isdir(path):
             shutil.rmtree(path)
         try:

@@ -25,13 +25,15 @@ import resource  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import traceback  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
 from typing import Any  # noqa: E402
 
-from harness.formats import FORMATS  # noqa: E402 - standard library only, no TensorFlow
+from harness.formats import FORMATS, api_loader  # noqa: E402 - standard library only, no TF
 from harness.records import dump_json  # noqa: E402
 from harness.runtime import Runtime, import_tensorflow, import_tflite  # noqa: E402
 
 _PAGE_MB = os.sysconf("SC_PAGE_SIZE") / 2**20
+MESSAGE_CHARS = 4000  # of an exception's message: Keras's refusals run to ~600
 
 
 def _rss_mb() -> float:
@@ -83,7 +85,14 @@ def _import(target: str) -> Runtime:
 
 
 def _one_load(
-    rt: Runtime, fmt: str, path: str, layout: Any, batch: dict, reference: dict, runs: int
+    rt: Runtime,
+    fmt: str,
+    path: str,
+    layout: Any,
+    batch: dict,
+    reference: dict,
+    runs: int,
+    api: str = "",
 ) -> dict:
     import numpy as np
 
@@ -95,7 +104,7 @@ def _one_load(
     rss_before = _rss_mb()
     faults_before, read_before = _major_faults(), _read_bytes()
     cpu0, wall0 = time.process_time(), time.perf_counter()
-    predict = FORMATS[fmt].load(rt, path, layout)
+    predict = api_loader(fmt, api)(rt, path, layout)
     load_s, load_cpu_s = time.perf_counter() - wall0, time.process_time() - cpu0
     faults, read_after = _major_faults() - faults_before, _read_bytes()
     rss_delta = _rss_mb() - rss_before
@@ -113,7 +122,9 @@ def _one_load(
         "first_inference_s": first_s,
         "first_prediction_s": load_s + first_s,
         "load_major_faults": faults,
-        "load_read_bytes": None if read_before is None else read_after - read_before,
+        "load_read_bytes": (
+            None if read_before is None or read_after is None else read_after - read_before
+        ),
         "inference_s": statistics.median(steady) if steady else None,
         "rss_before_load_mb": round(rss_before, 1),
         "rss_load_delta_mb": round(rss_delta, 1),
@@ -123,21 +134,43 @@ def _one_load(
     }
 
 
-def main(argv: list[str]) -> int:
+@dataclass
+class Imported:
+    """A runtime imported before the trial: by a zygote that forks one trial process per load
+    (harness.zygote). Its import was timed once there, as a fresh trial times its own."""
+
+    runtime: Runtime
+    import_s: float
+    startup_s: float
+
+
+def timed_import(target: str, started: float) -> Imported:
+    """Import the runtime of `target` on the clock; `started`: when the process began."""
+    began = time.perf_counter()
+    rt = _import(target)
+    return Imported(rt, time.perf_counter() - began, began - started)
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="harness.trial_worker")
     for flag in ("--format", "--artifact", "--input", "--reference", "--result"):
         parser.add_argument(flag, required=True)
     parser.add_argument("--code", action="append", default=[])
     parser.add_argument("--inference-runs", type=int, default=10)
     parser.add_argument("--loads", type=int, default=1)
-    args = parser.parse_args(argv)
+    parser.add_argument("--api", default="", help="a cross-load's loading API (harness.formats)")
+    return parser
+
+
+def main(argv: list[str], imported: Imported | None = None) -> int:
+    """One trial; `imported`: the runtime a zygote imported before forking this process."""
+    args = _parser().parse_args(argv)
     target = FORMATS[args.format].import_target
     result: dict[str, Any] = {"import_target": target}
     try:
-        began = time.perf_counter()
-        rt = _import(target)
-        result["import_s"] = time.perf_counter() - began
-        result["startup_s"] = began - _STARTED
+        imported = imported or timed_import(target, _STARTED)
+        rt = imported.runtime
+        result["import_s"], result["startup_s"] = imported.import_s, imported.startup_s
         result["tflite_runtime"] = rt.tflite_runtime if target == "tflite" else None
         result["device_init_s"] = _init_device(rt, target)
         result["user_code_import_s"] = None
@@ -149,8 +182,10 @@ def main(argv: list[str]) -> int:
 
         layout = Layout.load(os.path.splitext(args.input)[0] + ".json")
         batch, reference = load_batch(args.input), load_batch(args.reference)
+        runs = args.inference_runs
+        result["stage"] = "load"  # from here an exception is the artifact's, not the setup's
         result["loads"] = [
-            _one_load(rt, args.format, args.artifact, layout, batch, reference, args.inference_runs)
+            _one_load(rt, args.format, args.artifact, layout, batch, reference, runs, args.api)
             for _ in range(args.loads)
         ]
         # Only the process's first load paid for the import, the device and the user's code.
@@ -162,6 +197,9 @@ def main(argv: list[str]) -> int:
     except Exception as exc:
         last = traceback.format_exception_only(type(exc), exc)[-1].strip()
         result["error"] = last
+        # A cross-load's refusal is its result: the exception's class and whole message.
+        result["exception"] = type(exc).__name__
+        result["message"] = str(exc).strip()[:MESSAGE_CHARS]
     result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     from harness.envinfo import container_id  # only now: nothing extra before the clocks
 

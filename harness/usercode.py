@@ -1,12 +1,8 @@
 """Import the user's own modules (custom layers, losses, objects) by file path.
 
 Run in every process that saves or loads a model with `code` in its model options, after the
-runtime's import and before the load clock: `user_code_import_s` is recorded apart. Each module
-is registered under its file's stem, so a Keras 3 config naming `module: "my_layers"` resolves
-to it, and its folder goes on `sys.path`, so it may import its siblings (with the docker
-backend only the modules given are mounted: give every module the code imports). Its classes and
-functions become the `custom_objects` of H5 / Keras loads; objects it registers with
-`register_keras_serializable` resolve through Keras's registry as well. Nothing is installed.
+runtime's import and before the load clock (`user_code_import_s` is recorded apart). Nothing is
+installed: each module is imported from its path (`import_user_code`).
 """
 
 from __future__ import annotations
@@ -20,7 +16,14 @@ from typing import Any
 
 
 def import_user_code(paths: list[str]) -> tuple[dict[str, Any], float]:
-    """(custom objects by name, seconds the imports took) for the modules at `paths`."""
+    """(custom objects by name, seconds the imports took) for the modules at `paths`.
+
+    Each module is registered under its file's stem, so a Keras 3 config naming `module:
+    "my_layers"` resolves to it, and its folder goes on `sys.path`, so it may import its
+    siblings (the docker backend mounts only the modules given: give every module the code
+    imports). Its classes and functions become the `custom_objects` of H5 / Keras loads; what it
+    registers with `register_keras_serializable` resolves through Keras's registry as well.
+    """
     began = time.perf_counter()
     objects: dict[str, Any] = {}
     for path in paths:

@@ -11,11 +11,14 @@ from enum import IntEnum
 
 
 class ExitCode(IntEnum):
-    """What `matrix` commands exit with; documented in each command's --help and the README."""
+    """What `matrix` commands exit with: each command's --help lists its own codes from here
+    (`matrix.cli.common.exit_codes`), and the README's table lists them all (a test checks it)."""
 
     OK = 0
     CELLS_FAILED = 1  # the run finished, but some cell has status `error` (records are written)
-    REGRESSION = 1  # `matrix compare`: a cell got slower (same value: each command has one use)
+    # `matrix compare`'s name for code 1, deliberately the same number: the only cell failure a
+    # comparison has is a cell that got slower. An alias (ExitCode(1) is CELLS_FAILED), not a code.
+    REGRESSION = CELLS_FAILED
     CONFIG_ERROR = 2  # bad matrix.yaml or flag: nothing was run
     ENVIRONMENT_ERROR = 3  # the backend could not run the harness at all (e.g. no TensorFlow)
     RESULTS_BUSY = 4  # another `matrix run` holds the results folder's lock: nothing was done

@@ -17,8 +17,8 @@ from pathlib import Path
 import jinja2
 
 import harness
-from matrix.plan.environments import Environment
 from matrix.build.pipsettings import FETCH_SCRIPT, SETTINGS_DIR
+from matrix.plan.environments import Environment
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "dockerfiles"
 HARNESS = Path(harness.__file__).resolve().parent

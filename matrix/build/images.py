@@ -23,12 +23,11 @@ import requests
 from docker.utils import parse_repository_tag
 
 from harness.records import open_regular
-from matrix.build import pipsettings
-from matrix.plan.environments import Environment
-from matrix.errors import EnvironmentFailure
+from matrix.build import TAIL_LINES, pipsettings
 from matrix.build.dockerfile import image_tag, write_build_context
+from matrix.errors import EnvironmentFailure
+from matrix.plan.environments import Environment
 
-TAIL_LINES = 3  # output lines of the failed step quoted in the reason
 LINE_CHARS = 240  # each clipped to this: pip's "(from versions: …)" lists every release
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")  # the classic builder colours a step's stderr
@@ -180,7 +179,8 @@ def ensure_image(
     log_path: Path,
     on_line: Callable[[str], None] | None = None,
 ) -> ImageResult:
-    """The image of `env`, built from `<build_root>/<env.id>/` unless its tag already exists.
+    """The image of `env` on the engine `client`, built from `<build_root>/<env.id>/` unless its
+    tag already exists.
 
     The build log goes to `log_path` (keep it outside `build_root/<env.id>`, which is the
     context) and each output line to `on_line`, for a progress view.

@@ -1,19 +1,9 @@
 """Give `pip install` inside `docker build` the host's pip settings, and leave none in the image.
 
 Builds must work behind a mirror or a TLS-inspecting proxy, so pip in the build needs the host's
-index URLs, trusted hosts, proxy and CA bundle. None of them may stay in the image: index URLs can
-carry credentials, and a site's CA bundle and mirror names are its own. docker-py builds with the
-classic builder, which has no build secrets; a file a layer writes and the value of a build arg a
-RUN uses are both readable later (`docker history` shows the latter). So the settings are served
-on loopback, under an unguessable path, only while one build runs, and only once: the one RUN
-that needs them fetches them, so a replay of the URL (from `docker history`, or by whatever else
-runs in the build) gets nothing. The URL reaches that RUN as a build arg, which is an environment
-variable there, never a command-line argument (any local user can read those in /proc). The
-Dockerfile fetches the settings into a temporary folder, runs pip with them and deletes the
-folder in that same RUN. Both sides time out, and each client is served on a thread of its own,
-so a client that connects and says nothing cannot hang the build.
-
-Index URLs can carry a user and password; `redact` masks them in whatever is logged.
+index URLs, trusted hosts, proxy and CA bundle; none may stay in the image (index URLs can carry
+credentials, and a site's CA bundle and mirror names are its own). `serve` hands them to the one
+RUN that needs them, once; `redact` masks credentials in whatever is logged.
 """
 
 from __future__ import annotations
@@ -63,7 +53,7 @@ _NUMBER = re.compile(r"\d+(\.\d+)?\Z")
 # Host option -> (key in the container's pip.conf, which values are kept). Everything else is
 # dropped: find-links, constraint, cert paths etc. name host paths that do not exist in a build,
 # and file:// indexes are host folders too.
-_KEPT: dict[str, tuple[str, Callable[[str], bool]]] = {
+_KEPT: dict[str, tuple[str, Callable[[str], re.Match[str] | None]]] = {
     "index-url": ("index-url", _HTTP_URL.match),
     "extra-index-url": ("extra-index-url", _HTTP_URL.match),
     "trusted-host": ("trusted-host", _HOST.match),
@@ -198,8 +188,14 @@ def serve(settings: PipSettings) -> Iterator[str]:
     """Serve `settings` once on 127.0.0.1 while the block runs; yield the URL ("" when there are
     none).
 
-    The build reaches loopback because it runs with host networking. The random path is the
-    credential: another local process cannot guess it, and it is spent by its first use.
+    docker-py builds with the classic builder, which has no build secrets: a file a layer writes
+    and a build arg's value are both readable later (`docker history`). So the settings are
+    served only while one build runs, and only once: the one RUN that needs them fetches them
+    into a temporary folder, runs pip and deletes the folder, and a replay of the URL gets
+    nothing. The URL reaches that RUN as a build arg, an environment variable there, never a
+    command-line argument (any local user can read those in /proc). The build reaches loopback
+    through host networking; the random path is the credential, spent by its first use. Both
+    sides time out and each client has a thread of its own, so a silent client cannot hang it.
     """
     if not settings:
         yield ""

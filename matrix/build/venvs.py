@@ -1,21 +1,9 @@
 """Build the virtual environment of an environment, once: its folder names the content it holds.
 
 The venv backend's counterpart of `matrix.build.images`: a host without Docker still measures every
-TF release its Pythons can run, with the same pinned packages the Dockerfile would install.
-`<build_root>/venvs/<env id>-<hash>/` is keyed by the interpreter and the pins, so an unchanged
-environment is reused and a changed pin gets a new folder instead of a half-upgraded one. The
-harness is not installed into it: it is put on the path at run time, so a harness change never
-forces a reinstall of TensorFlow.
-
-uv (a dependency of tf-load-matrix) does the installing: it is fast, and its cache makes a second
-environment with the same wheels nearly free. It is told to compile bytecode, as pip does in the
-Docker images: without .pyc files (and with PYTHONDONTWRITEBYTECODE set, as on some hosts)
-every fresh trial process would compile TensorFlow's Python again, and `import_s` would measure
-the compiler — 12–15 s instead of 5–7 s here. uv does not read pip's configuration, so the host's
-pip settings (index, extra index, find-links, CA bundle, proxy) are passed to it explicitly; a
-mirror that pip can use, uv then uses too. They go in uv's environment variables, never on its
-command line: an index URL can carry a user and password, and any local user can read a process's
-arguments (`ps`). The build log, also readable by others, has every URL's user:password masked.
+TF release its Pythons can run, with the pins the Dockerfile would install, in a folder keyed by
+the interpreter and the pins (`venv_path`: an unchanged environment is reused, a changed pin gets
+a new folder). uv installs them (`_install`); the harness is linked in, never installed.
 """
 
 from __future__ import annotations
@@ -27,18 +15,19 @@ import shutil
 import subprocess
 import sys
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
 import harness
-from matrix.plan.environments import Environment
+from matrix.build import TAIL_LINES
 from matrix.build.pipsettings import host_pip_options, redact
+from matrix.plan.environments import Environment
 
 COMPLETE = ".tf-load-matrix-complete"  # written last: a folder without it is a failed install
 HARNESS_PATH = "harness-path"  # <venv>/harness-path/harness -> this checkout's harness package
-TAIL_LINES = 3
 
 # pip option -> (uv's variable for it, how it joins several values): uv's --index-url takes one
 # URL, --extra-index-url a space-separated list, --find-links a comma-separated one.
@@ -86,7 +75,8 @@ def ensure_venv(
     log_path: Path,
     on_line: Callable[[str], None] | None = None,
 ) -> VenvResult:
-    """The venv of `env` made from `interpreter`, installed unless a complete one exists.
+    """The venv of `env` made from `interpreter` under `build_root`, installed unless a complete
+    one exists.
 
     Failures are returned, never raised: one environment whose pins cannot install must not stop
     a sweep over the others. The install log goes to `log_path`, each line also to `on_line`.
@@ -117,8 +107,11 @@ def uv_command() -> list[str]:
 def uv_environ(options: Mapping[str, str]) -> dict[str, str]:
     """The process environment for uv: the host's pip options as the variables uv reads.
 
-    pip picks the best version across all indexes; uv only does so when told
-    (`unsafe-best-match`), so it is told, to resolve as pip would.
+    uv does not read pip's configuration, so the host's pip settings (index, extra index,
+    find-links, CA bundle, proxy) are passed explicitly: a mirror pip can use, uv uses too. They
+    go in variables, never on uv's command line: an index URL can carry a user and password,
+    and any local user can read a process's arguments (`ps`). pip picks the best version across
+    all indexes; uv only does so when told (`unsafe-best-match`), so it is told.
     """
     environ = dict(os.environ, UV_INDEX_STRATEGY="unsafe-best-match")
     for key, (variable, separator) in _UV_VARIABLES.items():
@@ -140,7 +133,14 @@ def _install(
     log_path: Path,
     on_line: Callable[[str], None] | None,
 ) -> str:
-    """Create the venv afresh and install the pins; "" on success, else a one-line reason."""
+    """Create the venv afresh and install the pins; "" on success, else a one-line reason.
+
+    uv for its speed, and its cache makes a second environment with the same wheels nearly free.
+    Bytecode is compiled, as pip does in the Docker images: without .pyc files (and with
+    PYTHONDONTWRITEBYTECODE set, as on some hosts) every fresh trial process would compile
+    TensorFlow's Python again, and `import_s` would time the compiler. The log, readable by
+    others, has every URL's user:password masked.
+    """
     shutil.rmtree(path, ignore_errors=True)  # a half-made one from an interrupted install
     options = host_pip_options()
     steps = [
@@ -170,7 +170,7 @@ def _follow(
     argv: list[str], environ: dict[str, str], log: IO[str], on_line: Callable[[str], None] | None
 ) -> str:
     """Run one install step, copying its output to `log` and `on_line`; the failure's reason."""
-    tail: list[str] = []
+    tail: deque[str] = deque(maxlen=TAIL_LINES)
     try:
         with subprocess.Popen(
             argv,
@@ -184,7 +184,7 @@ def _follow(
             for line in map(redact, proc.stdout):
                 log.write(line)
                 if line.strip():
-                    tail = [*tail[-(TAIL_LINES - 1) :], line.strip()]
+                    tail.append(line.strip())
                     if on_line:
                         on_line(line.rstrip())
             returncode = proc.wait()
@@ -196,7 +196,8 @@ def _follow(
 
 
 def _link_harness(path: Path) -> None:
-    """Point `<venv>/harness-path/harness` at this checkout's harness package (see module doc).
+    """Point `<venv>/harness-path/harness` at this checkout's harness package, put on the path at
+    run time: a harness change never forces a reinstall of TensorFlow.
 
     Only a link to the package, not its parent folder: the parent may be a site-packages whose
     other packages would shadow the venv's own.

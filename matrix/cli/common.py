@@ -5,14 +5,19 @@ No `from __future__ import annotations` in the cli package: typer reads the anno
 
 import functools
 import inspect
-from collections.abc import Callable
+import textwrap
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
-from matrix.errors import MatrixError
+from matrix.errors import ExitCode, MatrixError
+from matrix.plan.environments import Skipped
+
+EPILOG_WIDTH = 86  # typer prints epilog lines as they are: wrapped here to fit 100 columns
 
 # Options shared by `plan` and `run`, declared once so both commands read a matrix the same way.
 ConfigOption = Annotated[
@@ -75,8 +80,34 @@ BackendOption = Annotated[
     Optional[str],
     typer.Option(
         help="local (this interpreter's TensorFlow), docker (one image per environment), "
-        "venv (one virtual environment per environment, from this host's Pythons) or "
+        "venv (one virtual environment per environment, from this host's Pythons), ray "
+        "(each environment a task on a Ray cluster's node: docs/ray.md) or "
         "auto (docker when a daemon answers, else venv). Default: the matrix file's.",
+        show_default=False,
+    ),
+]
+# The ray backend's (docs/ray.md), for `run` and `doctor --backend ray`.
+AddressOption = Annotated[
+    Optional[str],
+    typer.Option(
+        help="Ray: the cluster (auto: the one this machine belongs to, or RAY_ADDRESS; "
+        "else HOST:PORT of its head). Default: the matrix file's.",
+        show_default=False,
+    ),
+]
+RayNodesOption = Annotated[
+    Optional[str],
+    typer.Option(
+        help="Ray: measure only on the nodes with this label (KEY=VALUE, ray start --labels) "
+        "or custom resource: one hardware class. Default: every node with a slot.",
+        show_default=False,
+    ),
+]
+NodeBackendOption = Annotated[
+    Optional[str],
+    typer.Option(
+        help="Ray: how each node makes an environment: docker, venv or auto (docker where "
+        "its daemon answers). Default: the matrix file's.",
         show_default=False,
     ),
 ]
@@ -121,7 +152,8 @@ def with_axis_flags(command: Callable[..., None]) -> Callable[..., None]:
     def with_axes(**given: Any) -> None:
         command(axes=_axis_overrides(**{p.name: given.pop(p.name) for p in _AXIS_FLAGS}), **given)
 
-    with_axes.__signature__ = inspect.Signature([*own[:at], *_AXIS_FLAGS, *own[at:]])
+    signature = inspect.Signature([*own[:at], *_AXIS_FLAGS, *own[at:]])
+    with_axes.__signature__ = signature  # type: ignore[attr-defined]  # read by inspect
     return with_axes
 
 
@@ -154,10 +186,33 @@ def matrix_group() -> None:
     """Measure how fast TensorFlow models load, per file format and cache state."""
 
 
+def exit_codes(meanings: dict[ExitCode, str]) -> str:
+    """A command's --help epilog: the codes it exits with (numbers from `ExitCode`, so they are
+    written once) and what each means for this command, in the order given."""
+    lines = ["Exit codes:"]
+    for code, meaning in meanings.items():
+        number = str(int(code))
+        indent = " " * (len(number) + 2)
+        lines += textwrap.wrap(f"{number}  {meaning}", EPILOG_WIDTH, subsequent_indent=indent)
+    return "\n".join(lines)
+
+
 def fail(exc: MatrixError) -> typer.Exit:
     """An expected error: its one line on stderr, and the exit code of its kind."""
     typer.echo(f"error: {exc}", err=True)
     return typer.Exit(int(exc.exit_code))
+
+
+def print_skipped(console: Console, skipped: Iterable[Skipped]) -> None:
+    """Each environment the matrix asked for that will not run, with its reason."""
+    for env in skipped:
+        console.print(f"[yellow]skipped[/] {escape(env.id)}: {escape(env.reason)}")
+
+
+def print_warnings(console: Console, problems: Iterable[str]) -> None:
+    """What did not stop the command but needs a look (a bad record line, a run read twice)."""
+    for problem in problems:
+        console.print(f"[yellow]warning[/] {escape(problem)}")
 
 
 def console_for_output() -> Console:

@@ -16,31 +16,34 @@ from matrix.cli.common import (
     ThresholdOption,
     app,
     console_for_output,
+    exit_codes,
     fail,
+    print_warnings,
 )
 from matrix.errors import ConfigError, ExitCode, MatrixError
-from matrix.execute import workflow
+from matrix.report.publish import publish
 from matrix.results.stats import ALPHA, THRESHOLD
 
-REPORT_EXIT_CODES = "\n".join(
-    [
-        "Exit codes:",
-        "0  the report was written (unreadable record lines are warned about and skipped)",
-        "2  configuration error: a run not found or a bad flag",
-    ]
+REPORT_EXIT_CODES = exit_codes(
+    {
+        ExitCode.OK: "the report was written (unreadable record lines are warned about and "
+        "skipped)",
+        ExitCode.CONFIG_ERROR: "configuration error: a run not found or a bad flag",
+    }
 )
 
-COMPARE_EXIT_CODES = "\n".join(
-    [
-        "Exit codes:",
-        "0  no cell got slower (beyond the threshold and significantly), and every cell could",
-        "   have shown a change of the threshold's size (or --allow-underpowered)",
-        "1  regression found: some cell is slower beyond the threshold, significantly",
-        "2  configuration error: a run not found, a bad flag, or no cell measured in both runs",
-        "5  no regression, but some cell is underpowered: its trials are too few or too noisy",
-        "   to detect a change of the threshold's size (the summary says how many repeats",
-        "   would); --allow-underpowered exits 0 instead",
-    ]
+COMPARE_EXIT_CODES = exit_codes(
+    {
+        ExitCode.OK: "no cell got slower (beyond the threshold and significantly), and every "
+        "cell could have shown a change of the threshold's size (or --allow-underpowered)",
+        ExitCode.REGRESSION: "regression found: some cell is slower beyond the threshold, "
+        "significantly",
+        ExitCode.CONFIG_ERROR: "configuration error: a run not found, a bad flag, or no cell "
+        "measured in both runs",
+        ExitCode.UNDERPOWERED: "no regression, but some cell is underpowered: its trials are "
+        "too few or too noisy to detect a change of the threshold's size (the summary says "
+        "how many repeats would); --allow-underpowered exits 0 instead",
+    }
 )
 
 MOST_SAME = 100  # `matrix compare` lists more unchanged cells than this only with --all
@@ -98,9 +101,8 @@ def report(
             )
         dirs = [resolve(run, results_dir) for run in runs] if runs else [newest(results_dir)]
         ds = load_runs(dirs)
-        for problem in ds.problems:
-            console.print(f"[yellow]warning[/] {escape(problem)}")
-        workflow.report(ds, out, results_dir, console, baseline_format, baseline_env, export)
+        print_warnings(console, ds.problems)
+        publish(ds, out, results_dir, console, baseline_format, baseline_env, export)
     except MatrixError as exc:
         raise fail(exc) from None
 
@@ -145,7 +147,8 @@ def compare(
     not flagged is "same" only if its trials could have detected a change of the threshold's
     size (the "detectable" column, at 80 % power); else it is "underpowered" (exit 5).
     """
-    from matrix.report.compare import compare_runs, render, summary_line
+    from matrix.report.compare import compare_runs, comparison_table, summary_line
+    from matrix.report.compat_grid import changes_table, pair_cells, pair_changes
     from matrix.results.dataset import load_runs
     from matrix.results.runs import resolve
 
@@ -156,19 +159,26 @@ def compare(
                 "--threshold must be > 0 and --alpha between 0 and 1 "
                 f"(got {threshold:g}, {alpha:g})"
             )
-        loaded = [load_runs([resolve(run, results_dir)]) for run in (run_a, run_b)]
-        for problem in [*loaded[0].problems, *loaded[1].problems]:
-            console.print(f"[yellow]warning[/] {escape(problem)}")
-        comparison = compare_runs(*loaded, threshold=threshold, alpha=alpha, normalise=normalise)
-        if comparison.cells.empty:
+        a, b = (load_runs([resolve(run, results_dir)]) for run in (run_a, run_b))
+        print_warnings(console, [*a.problems, *b.problems])
+        comparison = compare_runs(a, b, threshold=threshold, alpha=alpha, normalise=normalise)
+        crossed = pair_changes(pair_cells(a), pair_cells(b))  # the cross-load's, if both have one
+        if comparison.cells.empty and crossed.empty:
             raise ConfigError(
                 f"nothing to compare: no cell was measured in both {run_a} and {run_b}"
             )
     except MatrixError as exc:
         raise fail(exc) from None
-    console.print(render(comparison, run_a, run_b, None if show_all else MOST_SAME))
-    console.print(escape(summary_line(comparison, threshold, alpha)))
-    if len(comparison.slower):
+    if not comparison.cells.empty:
+        console.print(comparison_table(comparison, run_a, run_b, None if show_all else MOST_SAME))
+        console.print(escape(summary_line(comparison, threshold, alpha)))
+    broke = crossed["step"].eq("broke")
+    if not crossed.empty:
+        shown = crossed if show_all else crossed[crossed["step"].ne("same")]
+        title = f"Cross-load verdicts, {run_a} (A) → {run_b} (B)"
+        console.print(changes_table(shown, title + ("" if show_all else ", changes only")))
+        console.print(f"cross-load: {broke.sum()} of {len(crossed)} broke (loaded in A, not in B)")
+    if len(comparison.slower) or broke.any():
         raise typer.Exit(int(ExitCode.REGRESSION))
     underpowered = len(comparison.underpowered) and not allow_underpowered
     raise typer.Exit(int(ExitCode.UNDERPOWERED if underpowered else ExitCode.OK))
@@ -190,7 +200,8 @@ def history(
     the run before and a step flag, judged as `matrix compare` judges (slower, faster, same,
     or underpowered when the trials could not have shown a change of the threshold's size).
     """
-    from matrix.report.history import latest_changes, render, select, series_frame
+    from matrix.report.compat_grid import changes_table, pair_cells, pair_history
+    from matrix.report.history import history_table, latest_changes, select, series_frame
     from matrix.results.dataset import load_runs
     from matrix.results.runs import run_dirs
 
@@ -202,4 +213,12 @@ def history(
     if frame.empty:
         raise fail(ConfigError(f"no measured cell under {results_dir}/ matches the filters"))
     console = console_for_output()
-    console.print(render(frame, latest_changes(frame), last))
+    console.print(history_table(frame, latest_changes(frame), last))
+    cells = pair_cells(ds)  # the cross-load's, in the runs that had one
+    cells = select(cells, env, model, fmt) if not cells.empty else cells
+    if not cells.empty:
+        runs = sorted(cells["run_id"].unique())[-last:]
+        pairs = pair_history(cells)
+        console.print(changes_table(pairs, "Cross-load verdict per run, oldest first", runs))
+        if pairs["step"].eq("broke").any():  # loaded in the run before, fails in the last
+            raise typer.Exit(int(ExitCode.REGRESSION))

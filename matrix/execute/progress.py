@@ -1,4 +1,4 @@
-"""The live view of a run: a progress bar fed by the records the harness appends.
+"""The live view of a run: a progress bar per environment, fed by the records it appends.
 
 The harness reports nothing but its records, so progress needs no second channel: the `plan`
 record gives the number of trials, each `trial` record advances the bar. `failure` records are
@@ -23,11 +23,11 @@ from rich.progress import (
 from matrix.results.reader import Record, short_reason
 
 
-class RunProgress:
-    """A context manager showing `trials written / trials planned` and the latest cell, under
-    the environment's id (a sweep announces the next environment before this one runs)."""
+class SweepProgress:
+    """The sweep's live view: one bar per environment being measured, `trials written /
+    trials planned` and the latest cell under its id. Live from the first bar to the end."""
 
-    def __init__(self, console: Console, env_id: str) -> None:
+    def __init__(self, console: Console) -> None:
         self._console = console
         self._progress = Progress(
             SpinnerColumn(),
@@ -38,10 +38,8 @@ class RunProgress:
             TimeElapsedColumn(),
             console=console,
         )
-        self._task = self._progress.add_task("starting the harness", total=None, env=escape(env_id))
 
-    def __enter__(self) -> RunProgress:
-        self._progress.start()
+    def __enter__(self) -> SweepProgress:
         return self
 
     def __exit__(
@@ -51,6 +49,24 @@ class RunProgress:
         tb: TracebackType | None,
     ) -> None:
         self._progress.stop()
+
+    def bar(self, env_id: str) -> EnvProgress:
+        """The bar of one environment, shown once its harness starts (`EnvProgress.start`)."""
+        return EnvProgress(self._console, self._progress, env_id)
+
+
+class EnvProgress:
+    """One environment's bar, fed by the records its harness appends."""
+
+    def __init__(self, console: Console, progress: Progress, env_id: str) -> None:
+        self._console, self._progress = console, progress
+        self._task = progress.add_task(
+            "starting the harness", total=None, env=escape(env_id), visible=False
+        )
+
+    def start(self) -> None:
+        self._progress.start()  # the first bar makes the view live; later calls do nothing
+        self._progress.update(self._task, visible=True)
 
     def update(self, records: list[Record]) -> None:
         """Advance the view by records that have just been written."""

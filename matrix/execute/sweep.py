@@ -1,36 +1,41 @@
-"""A sweep over environments: build or find each one, run the harness in it, record; in turn.
+"""A sweep over environments: make each one, run the harness in it, record; for every backend.
 
-One failing build or container is recorded (a `failure` record in that environment's records
-file, with the log excerpt) and the sweep goes on; the manifest is rewritten after every
-environment, so an interrupted sweep still says what it finished and `--resume` can skip it.
-Environments run one after another, never side by side: parallel trials would time each other.
+One failing build or harness is recorded (a `failure` record in that environment's records
+file) and the sweep goes on; the manifest is rewritten after every environment, so an
+interrupted sweep still says what it finished and `--resume` can skip it. On one machine
+environments run one after another, never side by side: parallel trials would time each other.
 Only their edges overlap, where nothing is measured: once a harness has written its `done`
-record, the next environment's harness is launched (held at its start gate) while the engine
-tears the finished one down, and its gate opens when that container is gone.
+record, the next environment's harness is launched (held at its start gate) while the finished
+one is torn down, and its gate opens when that one is gone. A backend with more measurement
+slots (machines of a cluster) keeps that many environments running at once, each on its own.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import threading
-from collections.abc import Callable, Iterator
+from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
 
 from harness.envinfo import machine
 from harness.records import RecordWriter, dump_json, utc_now
-from matrix.execute.harness_run import HarnessRun
-from matrix.execute.provisioners import Provisioner
+from matrix.errors import EnvironmentFailure
+from matrix.execute.backends import Backend
+from matrix.execute.harness_run import HarnessRun, RunOutcome, failure_reason, stop, wait_any
+from matrix.execute.progress import SweepProgress
 from matrix.execute.run_plan import RunPlan
 from matrix.execute.stopping import set_aside
 from matrix.plan.environments import Environment, Skipped
 from matrix.results.reader import MANIFEST
 
 FINISHED = ("ok", "resumed")  # manifest outcomes `--resume` skips
+FAILED = ("build-failed", "run-failed")  # outcomes of environments that measured nothing
 
 
 @dataclass
@@ -38,128 +43,161 @@ class EnvOutcome:
     """What happened to one environment, as the manifest lists it."""
 
     env_id: str
-    status: str  # ok | cells-failed | build-failed | run-failed | interrupted | resumed
-    image: str = ""  # the image tag (docker) or the virtual environment's folder (venv)
-    image_built: bool = False
+    status: str  # ok | build-failed | run-failed | interrupted | resumed
+    ref: str = ""  # the image tag (docker) or the virtual environment's folder (venv)
+    built: bool = False  # made for this run, not found by content
     build_s: float | None = None
-    run_s: float | None = None  # from its harness's start gate opening to its end (removed)
+    run_s: float | None = None  # from its harness's start gate opening to its end (released)
     reason: str = ""
+    details: dict[str, Any] = field(default_factory=dict)  # the backend's own, e.g. its node
+
+    def to_json(self) -> dict[str, Any]:
+        """The manifest's outcome object (docs/records.md): the backend's details beside the
+        common fields, what was made under the keys `image` and `image_built`."""
+        common = asdict(self)
+        common["image"], common["image_built"] = common.pop("ref"), common.pop("built")
+        return {**common.pop("details"), **common}
 
 
 @dataclass
 class Sweep:
-    """Everything one `matrix run --backend docker|venv` does after planning."""
+    """Everything one `matrix run` does after planning, whichever the backend."""
 
     plan: RunPlan
-    provisioner: Provisioner
+    backend: Backend
     environments: list[Environment]
     skipped: list[Skipped]
     console: Console
-    # Done while the first harness starts, which waits at its start gate until it is over.
-    meanwhile: Callable[[], object] | None = None
     outcomes: list[EnvOutcome] = field(default_factory=list)
     started: str = field(default_factory=utc_now)
-    _ours: threading.Thread = field(init=False, repr=False)  # runs `meanwhile`
     _finished: set[str] = field(init=False, repr=False)  # by the manifest of an earlier attempt
 
     def __post_init__(self) -> None:
-        self._ours = threading.Thread(target=self.meanwhile or (lambda: None), daemon=True)
         self._finished = finished_before(self.plan.run_dir)
 
     def run(self) -> list[EnvOutcome]:
         self.plan.run_dir.mkdir(parents=True, exist_ok=True)
         self._write_manifest(ended=None)
+        running: dict[HarnessRun, EnvOutcome] = {}  # started, in the order they started
         try:
-            with contextlib.ExitStack() as started:  # releases every harness on the way out
-                waiting = iter(self.environments)
-                current = self._launch_next(waiting, started)
-                while current:
-                    outcome, run = current
-                    self._ours.join()
-                    run.measure()
-                    if run.interrupted:  # stopped; `started` removes its container
-                        raise KeyboardInterrupt
-                    try:  # the engine starts the next one while this one is torn down
-                        current = self._launch_next(waiting, started)
-                    finally:
-                        self._end(outcome, run)
+            with contextlib.ExitStack() as held, SweepProgress(self.console) as progress:
+                waiting = deque(self.environments)
+                try:
+                    self._run(waiting, running, held, progress)
+                except KeyboardInterrupt:  # stop what measures; `held` releases everything
+                    stop([run for run in running if not run.over])
+                    for run, outcome in running.items():  # over: ended by itself, as recorded
+                        self._add(outcome, run.finish())
+                    raise
         except KeyboardInterrupt:
-            cleaned = self.provisioner.cleanup(self.plan.run_id)
-            self.console.print(
-                f"[yellow]interrupted[/]: {escape(cleaned)}; every completed record is kept"
-            )
-            self.outcomes.append(EnvOutcome(env_id="-", status="interrupted"))
-            self._write_manifest(ended=utc_now())
+            cleaned = self.backend.cleanup(self.plan.run_id)
+            left = f": {escape(cleaned)}" if cleaned else ""
+            self.console.print(f"[yellow]interrupted[/]{left}; every completed record is kept")
+            self._write_manifest(ended=None)
             raise
         self._write_manifest(ended=utc_now())
         return self.outcomes
 
-    def _launch_next(
-        self, waiting: Iterator[Environment], started: contextlib.ExitStack
-    ) -> tuple[EnvOutcome, HarnessRun] | None:
-        """The next environment's harness, launched; the ones before it that need no run
-        (complete already, or not made) are recorded on the way."""
-        for env in waiting:
-            outcome, run = self._start(env, started)
-            if run is not None:
-                return outcome, run
-            self._add(outcome)
-        return None
+    def _run(
+        self,
+        waiting: deque[Environment],
+        running: dict[HarnessRun, EnvOutcome],
+        held: contextlib.ExitStack,
+        progress: SweepProgress,
+    ) -> None:
+        """Keep up to `backend.slots` harnesses measuring until every environment is done."""
+        while len(running) < self.backend.slots:
+            launched = self._launch_next(waiting, held, progress)
+            if launched is None:
+                break
+            self._start(*launched, running)
+        while running:
+            for run in wait_any(list(running)):
+                # the engine starts the next one while this one is torn down
+                launched = self._launch_next(waiting, held, progress)
+                outcome, ended = running.pop(run), run.finish()
+                if ended.ended.retry:
+                    self._retry(run.env, ended, waiting)
+                else:
+                    self._add(outcome, ended)
+                if launched is None:  # the retry of the last one, if any
+                    launched = self._launch_next(waiting, held, progress)
+                if launched is not None:
+                    self._start(*launched, running)
 
     def _start(
-        self, env: Environment, started: contextlib.ExitStack
-    ) -> tuple[EnvOutcome, HarnessRun | None]:
-        """Make (or find) the environment and launch its harness, held at its start gate;
-        no harness for one already complete in this run, or one that could not be made."""
-        records = self.plan.run_dir / f"{env.id}.jsonl"
-        if env.id in self._finished:
-            self.console.print(f"{env.id}: already complete in this run, skipped")
-            return EnvOutcome(env.id, "resumed"), None
-        set_aside(records)  # an interrupted attempt's: kept, out of the merge
-        what = "image" if self.provisioner.name == "docker" else "virtual environment"
-        self.console.print(f"[bold]{escape(env.id)}[/]: {what}")
-        ready = self.provisioner.prepare(
-            env, self.plan.run_dir / f"{env.id}.build.log", self._build_line(env)
-        )
-        outcome = EnvOutcome(
-            env.id, "ok", image=ready.ref, image_built=ready.built, build_s=ready.seconds
-        )
-        if ready.backend is None:
-            return self._fail(outcome, "build-failed", ready.reason), None
-        if self._ours.ident is None:  # `meanwhile` runs from the first launch to that gate
-            self._ours.start()
-        run = started.enter_context(HarnessRun(self.plan, ready.backend, env.id, self.console))
-        return outcome, run
+        self, run: HarnessRun, outcome: EnvOutcome, running: dict[HarnessRun, EnvOutcome]
+    ) -> None:
+        run.start()
+        running[run] = outcome
 
-    def _end(self, outcome: EnvOutcome, run: HarnessRun) -> None:
-        """Wait for the harness to exit and release it; record how it ended."""
-        ended = run.finish()
-        outcome.run_s = ended.seconds
-        if ended.returncode != 0 and not ended.interrupted:
-            self._fail(
-                outcome,
-                "run-failed",
-                f"harness exited with code {ended.returncode}; see {ended.log_file}",
+    def _launch_next(
+        self, waiting: deque[Environment], held: contextlib.ExitStack, progress: SweepProgress
+    ) -> tuple[HarnessRun, EnvOutcome] | None:
+        """The next environment's harness, launched and held at its gate; the ones before it
+        that need no run (complete already, or not made) are recorded on the way."""
+        while waiting:
+            env = waiting.popleft()
+            if env.id in self._finished:
+                self.console.print(f"{escape(env.id)}: already complete in this run, skipped")
+                self._add(EnvOutcome(env.id, "resumed"))
+                continue
+            set_aside(self.plan.records_file(env.id))  # an interrupted attempt's: kept aside
+            if self.backend.makes:
+                self.console.print(f"[bold]{escape(env.id)}[/]: {self.backend.makes}")
+            ready = self.backend.prepare(
+                env, self.plan.run_dir / f"{env.id}.build.log", self._build_line(env)
             )
-        self._add(outcome)
+            outcome = EnvOutcome(env.id, "ok", ready.ref, ready.built, ready.seconds)
+            if ready.reason:
+                self._fail(outcome, "build-failed", ready.reason)
+                self._add(outcome)
+                continue
+            run = held.enter_context(
+                HarnessRun(self.plan, self.backend, ready, progress.bar(env.id))
+            )
+            return run, outcome
+        return None
 
-    def _add(self, outcome: EnvOutcome) -> None:
-        """Record an environment's outcome, in the matrix's order (they may end out of it)."""
+    def _add(self, outcome: EnvOutcome, ended: RunOutcome | None = None) -> None:
+        """Record an environment's outcome (how its harness ended, if it ran), in the matrix's
+        order: with several measuring at once they may end out of it."""
+        if ended is not None:
+            outcome.run_s = ended.seconds
+            outcome.details.update(ended.ended.details)
+            made = ended.ended.prepared  # made where it ran: what was made here was nothing
+            if made is not None:
+                outcome.ref, outcome.built, outcome.build_s = made.ref, made.built, made.seconds
+            if ended.interrupted:
+                outcome.status = "interrupted"
+            elif made is not None and made.reason:
+                self._fail(outcome, "build-failed", made.reason, ended.ended.recorded)
+            elif ended.returncode != 0:
+                reason = ended.ended.reason or failure_reason(ended)
+                self._fail(outcome, "run-failed", reason, ended.ended.recorded)
         self.outcomes.append(outcome)
         order = [env.id for env in self.environments]
         self.outcomes.sort(key=lambda o: order.index(o.env_id))
         self._write_manifest(ended=None)
 
-    def _fail(self, outcome: EnvOutcome, status: str, reason: str) -> EnvOutcome:
+    def _retry(self, env: Environment, ended: RunOutcome, waiting: deque[Environment]) -> None:
+        """The backend will run `env` once more (its machine was lost): this attempt's failure
+        is recorded in its records, set aside as the next attempt starts, and the environment
+        goes to the front of the queue. Its one outcome is the next attempt's."""
+        reason = ended.ended.reason or failure_reason(ended)
+        self._fail(EnvOutcome(env.id, "run-failed"), "run-failed", reason, ended.ended.recorded)
+        waiting.appendleft(env)
+
+    def _fail(self, outcome: EnvOutcome, status: str, reason: str, recorded: bool = False) -> None:
         """Record the failure where the report looks (the environment's records), then go on."""
-        writer = RecordWriter(
-            str(self.plan.run_dir / f"{outcome.env_id}.jsonl"), self.plan.run_id, outcome.env_id
-        )
-        writer.write("failure", scope="environment", reason=reason)
-        writer.close()
+        if not recorded:
+            writer = RecordWriter(
+                str(self.plan.records_file(outcome.env_id)), self.plan.run_id, outcome.env_id
+            )
+            writer.write("failure", scope="environment", reason=reason)
+            writer.close()
         self.console.print(f"[red]{escape(outcome.env_id)}[/]: {escape(reason)}")
         outcome.status, outcome.reason = status, reason
-        return outcome
 
     def _build_line(self, env: Environment) -> Callable[[str], None]:
         def show(line: str) -> None:  # Docker's build steps, uv's own summary lines
@@ -176,11 +214,11 @@ class Sweep:
                 "started": self.started,
                 "ended": ended,
                 "matrix": json.loads(self.plan.config.model_dump_json()),
-                "backend": self.provisioner.name,
+                "backend": self.backend.name,
                 "host": machine(),
                 "environments": [asdict(env) | {"id": env.id} for env in self.environments],
                 "skipped": [asdict(s) for s in self.skipped],
-                "outcomes": [asdict(o) for o in self.outcomes],
+                "outcomes": [o.to_json() for o in self.outcomes],
             },
         )
 
@@ -207,10 +245,19 @@ def finished_before(run_dir: Path) -> set[str]:
 
 def summary_line(outcomes: list[EnvOutcome]) -> str:
     """`3 environments: 2 ok, 1 build-failed (tf2.2-py3.8-cpu)`, for the end of a sweep."""
-    failed = [o for o in outcomes if o.status in ("build-failed", "run-failed")]
-    counts: dict[str, int] = {}
-    for o in outcomes:
-        counts[o.status] = counts.get(o.status, 0) + 1
+    failed = [outcome for outcome in outcomes if outcome.status in FAILED]
+    counts = Counter(outcome.status for outcome in outcomes)
     parts = ", ".join(f"{n} {status}" for status, n in counts.items())
-    names = f" ({', '.join(o.env_id for o in failed)})" if failed else ""
-    return f"{len(outcomes)} environments: {parts}{names}"
+    names = f" ({', '.join(outcome.env_id for outcome in failed)})" if failed else ""
+    noun = "environment" if len(outcomes) == 1 else "environments"
+    return f"{len(outcomes)} {noun}: {parts}{names}"
+
+
+def unrunnable(outcomes: list[EnvOutcome]) -> EnvironmentFailure | None:
+    """When no environment of the run could be made or run its harness, the error (exit code
+    3) naming the first one's cause: nothing was measured, which no summary would make plain."""
+    if not outcomes or any(o.status not in FAILED for o in outcomes):
+        return None
+    first = outcomes[0]
+    more = f" (and {len(outcomes) - 1} more failed)" if len(outcomes) > 1 else ""
+    return EnvironmentFailure(f"{first.env_id}: {first.reason}{more}")

@@ -33,6 +33,7 @@ from matrix.errors import EnvironmentFailure, ExitCode
 from matrix.execute import hostdrop
 from matrix.plan.compat import load_table, span, version_key
 from matrix.plan.pythons import find_pythons
+from matrix.results.reader import short_reason
 
 Status = Literal["ok", "warn", "fail"]
 STYLES: dict[str, str] = {"ok": "green", "warn": "yellow", "fail": "bold red"}
@@ -51,7 +52,6 @@ NVIDIA_TOOLKIT = (
 )
 NO_DAEMON = "unknown: the Docker daemon does not answer"
 SEE_DOCKER = "fix the docker line first"
-DROP_CACHES = "/proc/sys/vm/drop_caches"  # what harness/cache.py writes to drop the page cache
 
 
 @dataclass(frozen=True)
@@ -141,7 +141,7 @@ def check_page_cache(route: str | None, info: Mapping[str, Any] | None) -> Check
         how = (
             "this host drops the page cache on each container's request"
             if backend == "docker"
-            else f"the harness drops the page cache itself ({DROP_CACHES})"
+            else f"the harness drops the page cache itself ({cache.DROP_CACHES})"
         )
         return Check("cold cache", "ok", f"root here; {auto}: {how}")
     if route == "sudo" and backend == "docker":
@@ -165,7 +165,7 @@ def check_page_cache(route: str | None, info: Mapping[str, Any] | None) -> Check
     return Check(
         "cold cache",
         "warn",
-        f"not root, so {DROP_CACHES} is not writable: `cold` trials will be "
+        f"not root, so {cache.DROP_CACHES} is not writable: `cold` trials will be "
         f"recorded unsupported. {eviction}",
         "run matrix as root (e.g. sudo), or use --cache cold-model,warm",
     )
@@ -303,7 +303,7 @@ def check_index(timeout: tuple[float, float] = INDEX_TIMEOUT_S) -> Check:
         try:
             newest[index] = newest_release(index, timeout, verify, proxy)
         except (requests.RequestException, ValueError) as exc:
-            errors.append(f"{public(index)}: {short_reason(exc)}")
+            errors.append(f"{public(index)}: {_error_phrase(exc)}")
     if not newest:
         return Check(
             "package index",
@@ -348,10 +348,10 @@ def public(url: str) -> str:
     return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
-def short_reason(exc: Exception) -> str:
+def _error_phrase(exc: Exception) -> str:
     """One short phrase: requests' connection errors nest three exceptions in one long line."""
     errno = ERRNO.search(str(exc))
-    return f"{type(exc).__name__} ({errno[0]})" if errno else str(exc).splitlines()[0][:200]
+    return f"{type(exc).__name__} ({errno[0]})" if errno else short_reason(exc, 200)
 
 
 def existing_parent(folder: Path) -> Path:
@@ -362,7 +362,7 @@ def existing_parent(folder: Path) -> Path:
     return folder
 
 
-def render(checks: list[Check]) -> Table:
+def checks_table(checks: list[Check]) -> Table:
     """The screen: one row per check; plain Text, so `[and-cuda]` or a path is never markup."""
     table = Table("check", "status", "detail", "fix")
     for column in table.columns[2:]:
@@ -377,7 +377,7 @@ def render(checks: list[Check]) -> Table:
     return table
 
 
-def summary(checks: list[Check]) -> str:
+def summary_line(checks: list[Check]) -> str:
     counts = {status: sum(c.status == status for c in checks) for status in STYLES}
     verdict = (
         "some check failed: see its fix"

@@ -1,12 +1,8 @@
 """`matrix prune --keep N`: delete every run older than the newest N, with its reports and volumes.
 
-A nightly sweep adds a run folder, a report and a Docker volume of saved models every night;
-nothing else ever removes them. Run ids start with their UTC start time (see
-`matrix.execute.run_plan.new_run_id`), so name order is age order. Only folders named like a run id
-are
-touched: a folder copied in from another machine under another name is left alone, since its
-age cannot be told. The newest N are counted among runs that hold records, so a run stopped
-before its first record never pushes a real one out.
+A nightly sweep adds a run folder, a report and a Docker volume of saved models every night, and
+nothing else removes them. Run ids start with their UTC start time, so name order is age order;
+only folders named like a run id are touched (`choose_runs`).
 """
 
 from __future__ import annotations
@@ -51,7 +47,9 @@ class PrunePlan:
 
 
 def prune(results_dir: Path, reports_dir: Path, keep: int, dry_run: bool, console: Console) -> None:
-    """Remove (or with `dry_run` list) everything older than the newest `keep` runs."""
+    """Remove (or with `dry_run` list) everything older than the newest `keep` runs: their folders
+    in `results_dir`, their reports in `reports_dir` and their Docker volumes; what is removed
+    is shown on `console`."""
     if keep < 1:
         raise ConfigError(f"--keep {keep}: keep at least 1 run (the newest), e.g. --keep 30")
     if not results_dir.is_dir():
@@ -85,8 +83,11 @@ def plan_prune(results_dir: Path, reports_dir: Path, keep: int) -> PrunePlan:
 def choose_runs(results_dir: Path, keep: int) -> tuple[list[str], list[str]]:
     """(the newest `keep` runs with records, every run-id folder older than the oldest of them).
 
-    A symbolic link named like a run is neither: it is not a run folder of this results folder,
-    and what it points to (`/proc`, another disk) is not prune's to measure or delete.
+    Only folders named like a run id: one copied in from another machine under another name is
+    left alone, its age unknown. The newest are counted among runs that hold records, so a run
+    stopped before its first record never pushes a real one out. A symbolic link named like a
+    run is neither: it is not a run folder of this results folder, and what it points to
+    (`/proc`, another disk) is not prune's to measure or delete.
     """
     with_records = [
         d.name for d in run_dirs(results_dir) if RUN_ID.fullmatch(d.name) and not d.is_symlink()
@@ -120,7 +121,7 @@ def report_dirs(reports_dir: Path, runs: list[str]) -> list[Path]:
 
 
 def _merged_newest(name: str) -> str | None:
-    """`merged-<newest run id>-<digest>` (workflow._report_id) → the newest run id."""
+    """`merged-<newest run id>-<digest>` (report.publish._report_id) → the newest run id."""
     if not name.startswith("merged-"):
         return None
     return name[len("merged-") :].rpartition("-")[0]

@@ -1,18 +1,9 @@
 """`matrix schedule`: the same sweep every night, from cron, a systemd timer or GitHub Actions.
 
-What is scheduled is a `matrix run` with the flags given after the schedule's own, checked now
-(flag names and types as `matrix run` parses them, and the matrix file with the flags named
-after its keys), so a typo fails here and not at 2 a.m. Cron and systemd run it on this machine,
-from the project folder, with the absolute path of the `matrix` that wrote the schedule. The
-GitHub workflow fans out one job per environment (`matrix plan --json`), all writing one run id,
-then merges them into one report and gates on `matrix compare` against the previous night.
-
-A gate that cannot fire is worse than none: it reads "same" every night. So the schedule checks
-its power first: at the spread of log load times this machine shows (the median over the cells
-of the latest run under the results folder, else SPREAD_DEFAULT), would the configured repeats
-let `matrix compare` detect a change of --threshold (its minimal detectable change, at 80 %
-power)? If not, the schedule raises `--repeats` to the fewest that do, up to MAX_REPEATS, and
-says so; past that it refuses.
+What is scheduled is a `matrix run` with the flags given after the schedule's own, checked now as
+`matrix run` parses them, so a typo fails here and not at 2 a.m. Cron and systemd run it on this
+machine; the GitHub workflow fans out one job per environment, merges them and gates on
+`matrix compare`, whose power to detect --threshold is checked first (`_powered`).
 """
 
 from __future__ import annotations
@@ -30,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-import yaml
 
+from harness.precision import MIN_REPEATS
 from matrix.errors import ConfigError
 from matrix.plan.config import CONFIG_FILE_NAME, MatrixConfig, load_config
 from matrix.plan.inputs import output_folder, refuse_control
@@ -49,6 +40,7 @@ UNIT = "tf-load-matrix-nightly"
 NIGHTLY_LOG = "nightly.log"
 KEEP_NIGHTS = 60  # runs the GitHub workflow keeps in its cache (for compare and history)
 WORKFLOW_FILE = "nightly.yml"
+WORKFLOW_TEMPLATE = "nightly.yml.j2"
 MAX_REPEATS = 30  # a nightly sweep is not raised past this many repeats: it refuses instead
 # The spread assumed when no run is at hand: the standard deviation of log load times of the
 # default model (MobileNetV2) loaded in fresh processes on this project's 2-core machine, where
@@ -113,12 +105,21 @@ def parse_nightly(text: str) -> Nightly:
 
 
 def make_schedule(
-    nightly: str, emit: str, workdir: Path, args: list[str], run: Any, plan: Any, threshold: float
+    nightly: str,
+    emit: str,
+    workdir: Path,
+    args: list[str],
+    run_command: Any,
+    plan_command: Any,
+    threshold: float,
 ) -> Schedule:
     """Check every input of `matrix schedule` and resolve it to what the outputs need.
 
-    `run` and `plan` are the click commands of `matrix run` and `matrix plan` (click as typer
-    ships it: its own copy in typer >= 0.29, so they are used by their interface, not type).
+    `nightly` is the time of day (HH:MM), `emit` the output kind (EMITS), `workdir` the project
+    folder the sweep runs in, `args` the `matrix run` flags given after the schedule's own and
+    `threshold` the change the nightly compare gates on. `run_command` and `plan_command` are
+    the click commands of `matrix run` and `matrix plan` (click as typer ships it: its own copy
+    in typer >= 0.29, so they are used by their interface, not type).
     """
     when = parse_nightly(nightly)
     if emit not in EMITS:
@@ -128,13 +129,13 @@ def make_schedule(
     refuse_control("--workdir", workdir.absolute())  # cron's `cd`, systemd's WorkingDirectory
     if threshold <= 0:
         raise ConfigError(f"--threshold must be > 0 (got {threshold:g})")
-    given = _passed_through(run, args)
+    given = _passed_through(run_command, args)
     for name, why in (_NEVER | (_SET_BY_WORKFLOW if emit == "github" else {})).items():
         if name in given:
             raise ConfigError(f"{given[name].tokens[0]}: not for a schedule ({why}); remove it")
     config = _matrix_config(workdir, given)
     raised = _powered(given, config, workdir, threshold)
-    plan_names = {p.name for p in plan.params}
+    plan_names = {p.name for p in plan_command.params}
     matrix = matrix_command()
     for word in matrix:
         refuse_control("the path of this matrix", word)
@@ -192,23 +193,32 @@ def gate_cells(config: MatrixConfig) -> int:
 
 
 def _powered(given: dict[str, Flag], config: MatrixConfig, workdir: Path, threshold: float) -> str:
-    """Raise `--repeats` in `given` to the fewest that detect `threshold` at the observed spread
-    (see the module docstring); the line saying so, or "" if the configured repeats do."""
+    """Raise `--repeats` in `given` to the fewest that detect `threshold` at the observed spread;
+    the line saying so, or "" if the configured repeats do.
+
+    A gate that cannot fire is worse than none: it reads "same" every night. So at the spread of
+    log load times this machine shows (`observed_spread`), the configured repeats must let
+    `matrix compare` detect a change of `threshold` (its minimal detectable change, at 80 %
+    power); if not they are raised, up to MAX_REPEATS, and past that the schedule is refused.
+    """
+    if config.repeats is None and threshold >= THRESHOLD:
+        return ""  # `auto` keeps every cell until a change of THRESHOLD is detectable
+    repeats = config.repeats or MIN_REPEATS  # `auto` may stop a cell at its minimum
     spread, source = observed_spread(workdir / config.results_dir)
     cells = gate_cells(config)
     alpha = pair_alpha(ALPHA, cells)
-    detectable = detectable_at(spread, config.repeats, alpha)
+    detectable = detectable_at(spread, repeats, alpha)
     if detectable <= threshold:
         return ""
     needed = repeats_needed(spread, threshold, alpha, cap=MAX_REPEATS)
     at = (
-        f"at {config.repeats} repeats the nightly `matrix compare` could detect only a "
+        f"at {repeats} repeats the nightly `matrix compare` could detect only a "
         f"±{detectable:.0%} change in one of its {cells} cells (SD of log load time "
         f"{spread:.2f}, {source})"
     )
     if needed is None:
         raise ConfigError(
-            f"--repeats {config.repeats}: {at}, and even {MAX_REPEATS} repeats "
+            f"--repeats {repeats}: {at}, and even {MAX_REPEATS} repeats "
             f"could not detect --threshold {threshold:g}: raise --threshold"
         )
     given["repeats"] = Flag(["--repeats", str(needed)], needed)
@@ -369,186 +379,38 @@ def write_systemd(s: Schedule, out: Path) -> list[str]:
 
 # ---- GitHub Actions -----------------------------------------------------------------------------
 
-
-def _setup() -> list[dict[str, Any]]:
-    """The first steps of every job: the repository, Python, and this project installed."""
-    return [
-        {"uses": "actions/checkout@v4"},
-        {"uses": "actions/setup-python@v5", "with": {"python-version": "3.11"}},
-        {"name": "Install tf-load-matrix", "run": "pip install .\n"},
-    ]
-
-
-_MERGE = """\
-runs=(nightly/*/"$RUN_ID")
-if [ ! -d "${runs[0]}" ]; then
-  echo "::error::no environment uploaded results for run $RUN_ID"
-  exit 1
-fi
-mkdir -p "results/$RUN_ID"
-for run in "${runs[@]}"; do
-  cp -R "$run"/. "results/$RUN_ID/"
-done
-# Each job wrote a manifest of its own environment: the report reads them from nightly/.
-rm -f "results/$RUN_ID/manifest.json"
-"""
-_COMPARE = """\
-previous=$(ls results | grep -E '^[0-9]{8}-[0-9]{6}-[0-9a-f]{4}$' \\
-  | awk -v run="$RUN_ID" '$0 < run' | sort | tail -n 1 || true)
-if [ -z "$previous" ]; then
-  echo "no earlier night in the cache: nothing to compare with"
-  exit 0
-fi
-status=0
-matrix compare --threshold "$THRESHOLD" "$previous" "$RUN_ID" || status=$?
-if [ "$status" = 2 ]; then
-  echo "::warning::no cell was measured both in $previous and tonight: nothing compared"
-  exit 0
-fi
-if [ "$status" = 5 ]; then
-  echo "::warning::some cells were too noisy to detect a $THRESHOLD change (see the summary)"
-  exit 0
-fi
-exit "$status"
-"""
-
-
-def github_workflow(s: Schedule) -> dict[str, Any]:
-    """The workflow as data: plan → one `measure` job per environment → report and compare.
-
-    Expressions reach the scripts only through `env:`, never pasted into them, so no value
-    can turn into shell code. All jobs write the same run id (`matrix run --run-id RUN_ID`),
-    so their records merge into one run.
-    """
-    plan = shlex.join(["matrix", "plan", "--json", *s.plan_args])
-    measure = " ".join(
-        [
-            'matrix run --backend docker --run-id "$RUN_ID" --only "$ENV_ID"',
-            "--no-report",
-            *map(shlex.quote, s.fanout_args),
-        ]
-    )
-    return {
-        "name": "tf-load-matrix nightly",
-        "on": {"schedule": [{"cron": s.nightly.cron}], "workflow_dispatch": {}},
-        "permissions": {"contents": "read"},
-        "jobs": {
-            "plan": {
-                "runs-on": "ubuntu-latest",
-                "outputs": {
-                    "envs": "${{ steps.plan.outputs.envs }}",
-                    "run_id": "${{ steps.plan.outputs.run_id }}",
-                },
-                "steps": [
-                    *_setup(),
-                    {
-                        "id": "plan",
-                        "name": "The environments, and tonight's run id",
-                        "run": f"{plan} > plan.json\n"
-                        'envs=$(python -c \'import json; print(json.dumps([e["id"] for e '
-                        'in json.load(open("plan.json"))["environments"]]))\')\n'
-                        'if [ "$envs" = "[]" ]; then\n'
-                        '  echo "::error::matrix plan selected no environment"\n'
-                        "  exit 1\n"
-                        "fi\n"
-                        'echo "envs=$envs" >> "$GITHUB_OUTPUT"\n'
-                        'echo "run_id=$(python -c '
-                        "'from matrix.execute.run_plan import new_run_id; "
-                        'print(new_run_id())\')" >> "$GITHUB_OUTPUT"\n',
-                    },
-                ],
-            },
-            "measure": {
-                "name": "measure ${{ matrix.env }}",
-                "needs": "plan",
-                "runs-on": "ubuntu-latest",
-                "strategy": {
-                    "fail-fast": False,
-                    "matrix": {"env": "${{ fromJSON(needs.plan.outputs.envs) }}"},
-                },
-                "env": {
-                    "RUN_ID": "${{ needs.plan.outputs.run_id }}",
-                    "ENV_ID": "${{ matrix.env }}",
-                },
-                "steps": [
-                    *_setup(),
-                    {"name": "Measure (every job writes run RUN_ID)", "run": f"{measure}\n"},
-                    {
-                        "if": "always()",
-                        "uses": "actions/upload-artifact@v4",
-                        "with": {"name": "results-${{ matrix.env }}", "path": "results/"},
-                    },
-                ],
-            },
-            "report": {
-                "needs": ["plan", "measure"],
-                "if": "always() && needs.plan.result == 'success'",
-                "runs-on": "ubuntu-latest",
-                "env": {"RUN_ID": "${{ needs.plan.outputs.run_id }}"},
-                "steps": [
-                    *_setup(),
-                    {
-                        "name": "Earlier nights",
-                        "uses": "actions/cache/restore@v4",
-                        "with": {
-                            "path": "results",
-                            "key": "matrix-results-${{ github.run_id }}",
-                            "restore-keys": "matrix-results-",
-                        },
-                    },
-                    {
-                        "name": "Tonight's environments",
-                        "uses": "actions/download-artifact@v4",
-                        "with": {"pattern": "results-*", "path": "nightly"},
-                    },
-                    {"name": "Merge them into results/", "run": _MERGE},
-                    {"name": "Report", "run": 'matrix report nightly/*/"$RUN_ID"\n'},
-                    {
-                        "name": "Compare with the night before (fails on a slowdown)",
-                        "env": {"THRESHOLD": f"{s.threshold:g}"},
-                        "run": _COMPARE,
-                    },
-                    {
-                        "name": "Keep the last nights",
-                        "if": "always()",
-                        "run": f"matrix prune --keep {KEEP_NIGHTS}\n",
-                    },
-                    {
-                        "name": "Save the nights",
-                        "if": "always()",
-                        "uses": "actions/cache/save@v4",
-                        "with": {"path": "results", "key": "matrix-results-${{ github.run_id }}"},
-                    },
-                    {
-                        "if": "always()",
-                        "uses": "actions/upload-artifact@v4",
-                        "with": {"name": "reports", "path": "reports/\n!reports/latest\n"},
-                    },
-                ],
-            },
-        },
-    }
-
-
-class _BlockDumper(yaml.SafeDumper):
-    """Scripts as YAML block text (`run: |`), as a person writes them, not one escaped line."""
-
-
-_BlockDumper.add_representer(
-    str,
-    lambda dumper, value: dumper.represent_scalar(
-        "tag:yaml.org,2002:str", value, style="|" if "\n" in value else None
-    ),
+# The workflow template's own values are [[ name ]]: `${{ }}` is GitHub's expression syntax.
+_WORKFLOW_JINJA = jinja2.Environment(
+    loader=jinja2.PackageLoader("matrix.ops", "templates/schedule"),
+    undefined=jinja2.StrictUndefined,
+    keep_trailing_newline=True,
+    trim_blocks=True,
+    autoescape=False,
+    variable_start_string="[[",
+    variable_end_string="]]",
 )
 
 
 def workflow_text(s: Schedule) -> str:
-    header = (
-        f"# Written by `{s.generated_by}`: regenerate it rather than edit it.\n"
-        f"# Every night at {s.nightly.text} UTC (GitHub's cron runs in UTC).\n"
-    )
-    return header + yaml.dump(
-        github_workflow(s), Dumper=_BlockDumper, sort_keys=False, width=1000, allow_unicode=True
+    """The workflow: plan → one `measure` job per environment → report and compare.
+
+    Expressions reach the scripts only through `env:`, never pasted into them, so no value
+    can turn into shell code. All jobs write the same run id (`matrix run --run-id RUN_ID`),
+    so their records merge into one run. The values inserted are shell-quoted flags in block
+    scalars (`run: |`), where YAML takes every character as it is.
+    """
+    measure = [
+        'matrix run --backend docker --run-id "$RUN_ID" --only "$ENV_ID" --no-report',
+        *map(shlex.quote, s.fanout_args),
+    ]
+    return _WORKFLOW_JINJA.get_template(WORKFLOW_TEMPLATE).render(
+        generated_by=s.generated_by,
+        time=s.nightly.text,
+        cron=s.nightly.cron,
+        plan_command=shlex.join(["matrix", "plan", "--json", *s.plan_args]),
+        measure_command=" ".join(measure),
+        threshold=f"{s.threshold:g}",
+        keep_nights=KEEP_NIGHTS,
     )
 
 

@@ -1,13 +1,9 @@
 """The TensorFlow compatibility table (`compat.yaml`), loaded and validated once.
 
-What a TF release needs — Pythons, Keras, numpy/protobuf pins, CUDA, official images — is data,
-not if-chains: adding TF 2.22 is one YAML entry, and `docs/compat.md` is generated from the same
-file (`python -m matrix.plan.compat > docs/compat.md`; a test fails when it is stale). Version
-strings
-are checked with strict patterns because they end up in Dockerfiles.
-
-No `from __future__ import annotations`: pydantic evaluates the field annotations, and they must
-work on Python 3.9, hence `Optional`.
+What a TF release needs (Pythons, Keras, pins, CUDA, official images) is data, not if-chains:
+adding TF 2.22 is one YAML entry, and docs/compat.md is generated from it (`python -m
+matrix.plan.compat > docs/compat.md`). Versions are checked strictly: they end up in Dockerfiles.
+No `from __future__ import annotations`: pydantic evaluates them, on Python 3.9 (`Optional`).
 """
 
 import re
@@ -176,8 +172,8 @@ class CompatTable(RootModel[dict[str, TfMinor]]):
         return entry, spec
 
 
-# libyaml's parser when PyYAML was built with it: 13x faster on this table, which every
-# `matrix` command reads at start.
+# libyaml's C parser when PyYAML was built with it: every `matrix` command reads this table at
+# start, and the pure-Python parser is the slow part of that.
 SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 

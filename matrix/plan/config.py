@@ -1,15 +1,9 @@
 """The matrix to measure: which models, formats and cache modes, and how many trials of each.
 
-A matrix is built from three layers, later ones winning: the built-in default
-(`matrix/plan/default.yaml`, shipped in the package so `matrix run` works from any folder), one YAML
-file (`--config FILE`, else `./matrix.yaml`), then command-line flags. The layers are merged as
-plain dicts and validated once, so a flag is checked exactly like the same key in a file, and an
-error can still say which layer the bad value came from.
-
-Names (models, formats, cache modes) are validated by `harness.catalog`, the one list the harness
-also uses, so the orchestrator can never accept a name the harness would reject. The environment
-axes (tf, python, device, keras) are validated against `matrix/plan/compat.yaml` the same way, and
-version strings against strict patterns, because they end up in Dockerfiles.
+Three layers, later ones winning: the built-in default (matrix/plan/default.yaml), one YAML file
+(`--config FILE`, else ./matrix.yaml), then flags; merged as plain dicts and validated once, so a
+flag is checked like the same key in a file. Names are checked against `harness.catalog` (the
+harness's own list), the environment axes against compat.yaml, versions against strict patterns.
 """
 
 from __future__ import annotations
@@ -38,6 +32,7 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 
 from harness.catalog import CACHE_MODES, FORMATS, CatalogError, check_choices, parse_model
+from harness.precision import MIN_REPEATS
 from matrix.errors import ConfigError
 from matrix.plan.compat import PYTHON_VERSION, SAFE_LOADER, load_table, minor_of
 from matrix.plan.inputs import CONTROL, refuse_control
@@ -50,10 +45,16 @@ _VERSIONS = ("tf", "python")  # YAML reads an unquoted 2.10 as the number 2.1: r
 _FLAGS = {"python": "py"}  # a field whose flag is not --<field-name>
 # What a FROM line may contain: registry[:port]/name[:tag][@digest], nothing a shell would parse.
 _IMAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@-]{0,254}$")
+# A Ray node label `key=value` (keys may carry a prefix/, as ray.io/accelerator-type) or a
+# custom resource's name: `--ray-nodes`.
+_RAY_NODES = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,252}(=[A-Za-z0-9._-]{0,63})?")
 # The most trials a cell may ask for, measured or warm-up: 1000 fresh processes of even the
 # smallest model take about an hour a cell, and a typo such as `repeats: 50000` would keep a
 # machine busy for weeks before anyone looked.
 TRIALS_LIMIT = 1000
+
+
+_GLOB = re.compile(r"[A-Za-z0-9_.*?\[\]-]+")  # one glob over environment ids
 
 
 def _builtin(key: str, **constraints: Any) -> Any:
@@ -133,10 +134,15 @@ class MatrixConfig(BaseModel):
     models: tuple[ModelItem, ...] = Field(min_length=1)
     formats: tuple[str, ...] = Field(min_length=1)
     cache: tuple[str, ...] = Field(min_length=1)
-    repeats: int = Field(ge=1, le=TRIALS_LIMIT, strict=True)
+    # None (`auto`): each cell until its median is known within `precision`, or `max_repeats`.
+    repeats: Optional[int] = Field(ge=1, le=TRIALS_LIMIT, strict=True)  # noqa: UP045
+    max_repeats: int = Field(ge=MIN_REPEATS, le=TRIALS_LIMIT, strict=True)
+    precision: float = Field(gt=0, lt=1)
     warmup: int = Field(ge=0, le=TRIALS_LIMIT, strict=True)
     inference_runs: int = Field(ge=1, strict=True)
     process: Literal["fresh", "reused", "both"]
+    trial_process: Literal["forked", "fresh"]
+    fresh_artifacts: bool
     seed: int = Field(ge=0, strict=True)
     weights: Literal["none", "imagenet"]
     results_dir: Path
@@ -148,8 +154,21 @@ class MatrixConfig(BaseModel):
     base_images: dict[str, str] = _builtin("base_images")
     only: tuple[str, ...] = _builtin("only")
     skip: tuple[str, ...] = _builtin("skip")
-    backend: Literal["local", "docker", "venv", "auto"] = _builtin("backend")
+    backend: Literal["local", "docker", "venv", "ray", "auto"] = _builtin("backend")
     isolation: Literal["process", "container"] = _builtin("isolation")
+    # Loader environments (globs over ids) that load every other environment's artifacts; "" off.
+    cross_load: str = _builtin("cross_load")
+    # The ray backend's (docs/ray.md): the cluster to join, which of its nodes measure (a node
+    # label KEY=VALUE or a custom resource's name; "" all), and how a node makes environments.
+    address: str = _builtin("address", min_length=1)
+    ray_nodes: str = _builtin("ray_nodes")
+    node_backend: Literal["auto", "docker", "venv"] = _builtin("node_backend")
+
+    @field_validator("repeats", mode="before")
+    @classmethod
+    def _auto_repeats(cls, value: Any) -> Any:
+        """`auto` is None (a number must be one: `repeats: '3'` is refused like any count)."""
+        return None if value == "auto" else value
 
     @field_validator(*_LISTS, mode="before")
     @classmethod
@@ -230,13 +249,33 @@ class MatrixConfig(BaseModel):
     def _expand_home(cls, path: Path) -> Path:
         return path.expanduser()
 
+    @field_validator("cross_load")
+    @classmethod
+    def _loader_globs(cls, value: str) -> str:
+        if value and not all(_GLOB.fullmatch(part) for part in _csv(value)):
+            raise ValueError(
+                f"invalid loader selection {value!r}; give comma-separated globs over "
+                "environment ids, e.g. 'tf2.21-*' ('*': every environment)"
+            )
+        return value
+
+    @field_validator("ray_nodes")
+    @classmethod
+    def _node_selector(cls, value: str) -> str:
+        if value and not _RAY_NODES.fullmatch(value):
+            raise ValueError(
+                f"invalid node selector {value!r}; give a node label as KEY=VALUE "
+                "(ray start --labels) or the name of a resource the nodes declare"
+            )
+        return value
+
 
 def _csv(text: str) -> list[str]:
     """`a, b` → [a, b]: the comma-separated form every list takes on a flag."""
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
-def _refuse_numbers(values: list[Any]) -> None:
+def _refuse_numbers(values: Sequence[Any]) -> None:
     for value in values:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             raise ValueError(
@@ -286,6 +325,17 @@ def load_config(
         config = MatrixConfig.model_validate(merged)
     except ValidationError as exc:
         raise ConfigError(_one_line(exc.errors()[0], layers)) from None
+    if config.ray_nodes and config.backend != "ray":
+        raise ConfigError(
+            f"{_where('ray_nodes', layers)}: only the ray backend has nodes to choose; "
+            "use --backend ray, or drop --ray-nodes"
+        )
+    if config.cross_load and config.backend == "ray":
+        raise ConfigError(
+            f"{_where('cross_load', layers)}: the ray backend cannot cross-load yet (a node "
+            "removes its artifacts when its environment's task ends; docs/cross-load.md): "
+            "use --backend docker or venv"
+        )
     if config.isolation == "container" and config.backend in ("local", "venv"):
         raise ConfigError(
             f"{_where('isolation', layers)}: container needs the docker backend "

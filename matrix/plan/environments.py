@@ -1,4 +1,4 @@
-"""The environments of a matrix: what each one installs, and which cells cannot exist and why.
+"""The environments of a matrix: what each one installs, and which cannot exist and why.
 
 This is the plan stage (config -> environments). Everything later — rendering, building,
 running — takes an `Environment` and nothing else, so what ran is exactly what was planned.
@@ -25,7 +25,7 @@ from matrix.plan.config import MatrixConfig
 
 @dataclass(frozen=True)
 class Environment:
-    """One TensorFlow x Python x device (x Keras implementation) cell that can exist."""
+    """One TensorFlow x Python x device (x Keras implementation) environment that can exist."""
 
     tf: str  # the exact TensorFlow version installed, e.g. "2.21.0"
     python: str  # "3.11"
@@ -39,27 +39,23 @@ class Environment:
     python_from_apt: bool = False
 
     @property
-    def tf_minor(self) -> str:
-        return ".".join(self.tf.split(".")[:2])
-
-    @property
     def id(self) -> str:
         """Short, stable, readable and glob-friendly: `tf2.15-py3.11-cpu`.
 
         The legacy-Keras variant adds `-tfkeras`: `tf2.16-py3.12-gpu-tfkeras`.
         """
-        return cell_id(self.tf, self.python, self.device, self.keras)
+        return environment_id(self.tf, self.python, self.device, self.keras)
 
 
-def cell_id(tf: str, python: str, device: str, keras: str) -> str:
-    """The id of a cell, whether or not it can exist (skipped cells are named the same way)."""
+def environment_id(tf: str, python: str, device: str, keras: str) -> str:
+    """The id of an environment, whether or not it can exist (a skipped one is named alike)."""
     suffix = "-tfkeras" if keras == "legacy" else ""
     return f"tf{minor_of(tf)}-py{python}-{device}{suffix}"
 
 
 @dataclass(frozen=True)
 class Skipped:
-    """A cell the matrix asked for that cannot run, with the reason a user can act on."""
+    """An environment the matrix asked for that cannot run, with the reason a user can act on."""
 
     id: str
     reason: str
@@ -75,17 +71,17 @@ def expand(
     config: MatrixConfig,
     pythons: Collection[str] | None = None,
 ) -> tuple[list[Environment], list[Skipped]]:
-    """Every tf x python x device x keras cell of `config`, as environments or skipped cells.
+    """Every tf x python x device x keras combination of `config`, as environments or skipped.
 
     Pure (no Docker, no disk beyond the shipped table), so `matrix plan` and CI fan-out are
     instant and testable. Both lists come in one stable order: TF, Python (numerically), device,
-    keras. --only/--skip act last, on cells that could otherwise run; a cell that cannot exist
+    keras. --only/--skip act last, on environments that could otherwise run; one that cannot exist
     keeps its compatibility reason, which is the one a user can act on. `pythons`, when given,
     are the only versions a backend can have (the host's, for venvs): `python: auto` then means
     the newest of those the TF supports, rather than a version that is not there.
     """
     table = load_table()
-    cells: list[Environment | Skipped] = []
+    resolved: list[Environment | Skipped] = []
     for spec in sorted(config.tf, key=version_key):
         entry, release = table.resolve(spec)
         pairs = {
@@ -95,17 +91,17 @@ def expand(
         }
         for python, device in sorted(pairs, key=lambda p: (version_key(p[0]), DEVICES.index(p[1]))):
             for keras in (k for k in KERAS if k in config.keras):
-                cell = _Cell(entry, release, python, device, keras)
-                cells.append(_filter(cell.plan(config.base_images, table), config))
+                requested = _Requested(entry, release, python, device, keras)
+                resolved.append(_filter(requested.resolve(config.base_images, table), config))
     return (
-        [c for c in cells if isinstance(c, Environment)],
-        [c for c in cells if isinstance(c, Skipped)],
+        [env for env in resolved if isinstance(env, Environment)],
+        [env for env in resolved if isinstance(env, Skipped)],
     )
 
 
 @dataclass(frozen=True)
-class _Cell:
-    """One requested cell, before we know whether it can exist."""
+class _Requested:
+    """One requested environment, before we know whether it can exist."""
 
     entry: TfMinor
     release: str  # the exact TF release asked for, or the minor's latest
@@ -115,9 +111,9 @@ class _Cell:
 
     @property
     def id(self) -> str:
-        return cell_id(self.release, self.python, self.device, self.keras)
+        return environment_id(self.release, self.python, self.device, self.keras)
 
-    def plan(self, base_images: Mapping[str, str], table: CompatTable) -> Environment | Skipped:
+    def resolve(self, base_images: Mapping[str, str], table: CompatTable) -> Environment | Skipped:
         """The environment, or Skipped with the first rule it breaks (rules in compat.yaml)."""
         entry = self.entry
         cuda_image = entry.cuda_image if _on_cuda_image(entry, self.device) else None
@@ -214,13 +210,13 @@ def _auto_python(entry: TfMinor, device: str, pythons: Collection[str] | None) -
     return (present or usable)[-1]
 
 
-def _filter(cell: Environment | Skipped, config: MatrixConfig) -> Environment | Skipped:
-    """Apply --only, then --skip (fnmatch globs over ids), to a cell that could run."""
-    if isinstance(cell, Skipped):
-        return cell
-    if config.only and not any(fnmatchcase(cell.id, glob) for glob in config.only):
-        return Skipped(cell.id, f"filtered out by --only '{','.join(config.only)}'")
-    glob = next((g for g in config.skip if fnmatchcase(cell.id, g)), None)
+def _filter(env: Environment | Skipped, config: MatrixConfig) -> Environment | Skipped:
+    """Apply --only, then --skip (fnmatch globs over ids), to an environment that could run."""
+    if isinstance(env, Skipped):
+        return env
+    if config.only and not any(fnmatchcase(env.id, glob) for glob in config.only):
+        return Skipped(env.id, f"filtered out by --only '{','.join(config.only)}'")
+    glob = next((g for g in config.skip if fnmatchcase(env.id, g)), None)
     if glob is not None:
-        return Skipped(cell.id, f"filtered out by --skip '{glob}'")
-    return cell
+        return Skipped(env.id, f"filtered out by --skip '{glob}'")
+    return env

@@ -1,11 +1,8 @@
 """Checks on names and paths that come from users or from data, before they reach a file.
 
-Three kinds of value are dangerous here. A control character in anything written into a file
-(a newline in a crontab line or a systemd unit starts a new line, that is a new command or
-directive), whatever the quoting. A run id used as a folder name (`..`, `/etc`, `-x` would leave
-the results folder or read as a flag). And a folder argument that names a file, which would
-otherwise end in a traceback from the first `mkdir`. Each check raises ConfigError with one line
-naming the field, so every command reports them alike (exit 2).
+Three kinds of value are dangerous: a control character in anything written into a file, a run id
+used as a folder name, and a folder argument that names a file. Each check raises ConfigError
+with one line naming the field, so every command reports them alike (exit 2).
 """
 
 from __future__ import annotations
@@ -22,7 +19,9 @@ RUN_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}")
 
 
 def refuse_control(field: str, value: object) -> None:
-    """ConfigError naming `field` if `str(value)` holds a control character (newline, CR, …)."""
+    """ConfigError naming `field` if `str(value)` holds a control character (newline, CR, …): a
+    newline in a crontab line or a systemd unit starts a new command or directive, whatever the
+    quoting."""
     if CONTROL.search(str(value)):
         raise ConfigError(
             f"{field}: {str(value)!r} holds a control character (a newline, "
@@ -31,7 +30,8 @@ def refuse_control(field: str, value: object) -> None:
 
 
 def check_run_id(field: str, value: str) -> str:
-    """`value` if it is a run id (one folder name), else ConfigError naming `field`."""
+    """`value` if it is a run id (one folder name), else ConfigError naming `field`: `..`,
+    `/etc` or `-x` would leave the results folder or read as a flag."""
     if not RUN_ID.fullmatch(value) or value == "latest":  # reports/latest links to the newest
         raise ConfigError(
             f"{field}: {value!r} is not a folder name; use letters, digits, '.', "
@@ -42,7 +42,8 @@ def check_run_id(field: str, value: str) -> str:
 
 def check_folder(field: str, path: Path) -> Path:
     """`path` if it is a folder or could be made one; ConfigError naming `field` if a file is
-    in the way (at `path` or at one of its parents). Nothing is created."""
+    in the way (at `path` or at one of its parents), rather than a traceback from the first
+    `mkdir`. Nothing is created."""
     for place in (path, *path.parents):
         if place.exists() or place.is_symlink():
             if not place.is_dir():

@@ -322,3 +322,148 @@ def sparkline(points: Sequence[tuple[float | None, str]], label: str) -> Markup:
         for cx, cy, tip in coords
     )
     return _svg(width, height, label, [f'<g class="spark"><polyline points="{line}"/>{dots}</g>'])
+
+
+def _log_ticks(low: float, high: float) -> list[float]:
+    """Round values (1, 2 and 5 times a power of ten) between two log10 bounds; only the
+    powers of ten when those alone are at least three (a wide range stays readable)."""
+    decades = [10.0**k for k in range(math.floor(low), math.ceil(high) + 1)]
+    inside = [v for v in decades if low <= math.log10(v) <= high]
+    if len(inside) >= 3:
+        return inside
+    return [v * m for v in decades for m in (1, 2, 5) if low <= math.log10(v * m) <= high]
+
+
+def _log_range(values: Sequence[float], include: float | None = None) -> tuple[float, float]:
+    """log10 bounds around the positive `values` (and `include`), padded so no mark sits on
+    the frame, and at least a factor of four wide (so a flat series is not magnified)."""
+    logs = [math.log10(v) for v in values if v > 0] + (
+        [math.log10(include)] if include else []
+    ) or [0.0]
+    low, high = min(logs), max(logs)
+    pad = max(0.08, (math.log10(4) - (high - low)) / 2)
+    return low - pad, high + pad
+
+
+def _y_axis(
+    left: float,
+    top: float,
+    w: float,
+    h: float,
+    bounds: tuple[float, float],
+    fmt: Callable[[float], str],
+) -> tuple[Callable[[float], float], list[str]]:
+    """A log y axis: the value → pixel function, and its frame, grid lines and labels."""
+    low, high = bounds
+
+    def y(v: float) -> float:
+        return top + h - (math.log10(v) - low) / (high - low) * h
+
+    parts = [f'<rect x="{left}" y="{top}" width="{w:.1f}" height="{h}" class="frame"/>']
+    for tick in _log_ticks(low, high):
+        parts.append(
+            f'<line x1="{left}" x2="{left + w:.1f}" y1="{y(tick):.1f}" y2="{y(tick):.1f}" '
+            'class="grid"/>'
+        )
+        parts.append(_text(left - 5, y(tick) + 3.5, fmt(tick), "tick", "end"))
+    return y, parts
+
+
+def _x_labels(x: float, y: float, lines: Sequence[str], width: float) -> str:
+    """A category's label under the axis, one `<tspan>` line each (version, then its Python)."""
+    spans = "".join(
+        f'<tspan x="{x:.1f}" dy="{0 if i == 0 else 12}">{_e(_clip(line, width))}</tspan>'
+        for i, line in enumerate(lines)
+        if line
+    )
+    return f'<text x="{x:.1f}" y="{y:.1f}" class="tick" text-anchor="middle">{spans}</text>'
+
+
+def trend_chart(
+    ticks: Sequence[Sequence[str]],
+    series: dict[str, list[Mark | None]],
+    fmt: Callable[[float], str],
+    label: str,
+) -> Markup:
+    """Lines over ordered categories (versions), one per series on a shared log y axis, each
+    point's whisker its spread; a missing point breaks the line rather than bridging it."""
+    left, right, top, plot_h, bottom = 58.0, 10.0, 8.0, 190.0, 36.0
+    step = min(90.0, max(46.0, 420.0 / max(len(ticks), 1)))
+    plot_w = step * len(ticks)
+    values = [
+        v
+        for marks in series.values()
+        for m in marks
+        if m is not None and m.value is not None
+        for v in (m.value, m.low or m.value, m.high or m.value)
+    ]
+    y, parts = _y_axis(left, top, plot_w, plot_h, _log_range(values), fmt)
+    for i, lines in enumerate(ticks):
+        parts.append(_x_labels(left + (i + 0.5) * step, top + plot_h + 14, lines, step - 4))
+    spread = min(4.0, step / (2 * max(len(series), 1)))  # whiskers of one x side by side
+    for s, (name, marks) in enumerate(series.items()):
+        col = colour(name, FORMAT_COLOURS)
+        dx = (s - (len(series) - 1) / 2) * spread
+        points = [(left + (i + 0.5) * step + dx, m) for i, m in enumerate(marks) if m and m.value]
+        runs: list[list[str]] = [[]]
+        for i, m in enumerate(marks):
+            if m is None or not m.value:
+                runs.append([])
+            else:
+                runs[-1].append(f"{left + (i + 0.5) * step + dx:.1f},{y(m.value):.1f}")
+        lines = "".join(
+            f'<polyline points="{" ".join(run)}" stroke="{col}" class="trend"/>'
+            for run in runs
+            if len(run) > 1
+        )
+        dots = "".join(
+            f"<g><title>{_e(m.tooltip)}</title>"
+            f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{y(m.low or m.value):.1f}" '
+            f'y2="{y(m.high or m.value):.1f}" stroke="{col}" class="spread"/>'
+            f'<circle cx="{x:.1f}" cy="{y(m.value):.1f}" r="3.5" fill="{col}"/></g>'
+            for x, m in points
+            if m.value
+        )
+        parts.append(f'<g data-series="{_e(name)}">{lines}{dots}</g>')
+    return _svg(left + plot_w + right, top + plot_h + bottom, label, parts)
+
+
+def ratio_chart(
+    groups: Sequence[Sequence[str]],
+    series: Sequence[str],
+    bars: dict[tuple[int, str], Mark],
+    settled: set[tuple[int, str]],
+    fmt: Callable[[float], str],
+    label: str,
+) -> Markup:
+    """Bars of a ratio from the 1× line on a log axis, grouped by category (a TF version), one
+    per series (a format) with its whisker. Bars not in `settled` (no change the test could
+    call) are drawn faint: their length alone is no evidence."""
+    left, right, top, plot_h, bottom = 58.0, 10.0, 8.0, 170.0, 36.0
+    bar_w = 14.0 if len(series) <= 4 else 8.0
+    group_w = max(bar_w * len(series) + 20.0, 72.0)
+    plot_w = group_w * len(groups)
+    values = [v for m in bars.values() for v in (m.value, m.low, m.high) if v]
+    y, parts = _y_axis(left, top, plot_w, plot_h, _log_range(values, 1.0), fmt)
+    one = y(1.0)
+    parts.append(
+        f'<line x1="{left}" x2="{left + plot_w:.1f}" y1="{one:.1f}" y2="{one:.1f}" class="unit"/>'
+    )
+    for g, lines in enumerate(groups):
+        x0 = left + g * group_w + (group_w - bar_w * len(series)) / 2
+        parts.append(_x_labels(left + (g + 0.5) * group_w, top + plot_h + 14, lines, group_w))
+        for s, name in enumerate(series):
+            mark = bars.get((g, name))
+            if mark is None or not mark.value:
+                continue
+            x, end = x0 + s * bar_w, y(mark.value)
+            mid = x + bar_w / 2
+            faint = "" if (g, name) in settled else ' class="unsure"'
+            parts.append(
+                f'<g data-series="{_e(name)}"{faint}><title>{_e(mark.tooltip)}</title>'
+                f'<rect x="{x + 1:.1f}" y="{min(one, end):.1f}" width="{bar_w - 2:.1f}" '
+                f'height="{max(abs(one - end), 1.0):.1f}" fill="{colour(name, FORMAT_COLOURS)}"/>'
+                f'<line x1="{mid:.1f}" x2="{mid:.1f}" y1="{y(mark.low or mark.value):.1f}" '
+                f'y2="{y(mark.high or mark.value):.1f}" class="whisker"/></g>'
+            )
+    return _svg(left + plot_w + right, top + plot_h + bottom, label, parts)

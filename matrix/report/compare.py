@@ -1,21 +1,9 @@
 """`matrix compare RUN_A RUN_B`: which cells got slower or faster, and is it more than noise?
 
 Cells are matched on (environment, model, format, cache mode) and judged by the one rule of
-`matrix.results.stats` (slower, faster, same, or underpowered when the samples could not have shown
-a
-change of the threshold's size). A pair is "not comparable" when either side has fewer than two
-measured trials, or when the two cells measured different things (`MEASURED_BY`: another
-TensorFlow or Keras, host, CPU, backend, weights, eviction method, isolation or TFLite
-interpreter): a change in load time would then say nothing about the code under test, and
-gating CI on it would fail builds for the wrong reason. A field an older run did not record is
-unknown, and an unknown value is not a difference by itself.
-
-Machine speed drifts (±20 % over a day on a shared VM). Each run records a calibration figure
-(`calibration_s`, a fixed CPU-bound kernel, see harness/calibrate.py); when the two runs'
-figures for an environment differ by more than the threshold, every cell of it carries a note,
-and `normalise` rescales run B's load times to run A's machine speed (× calibration A /
-calibration B) before judging. That is the same as dividing each run by its own calibration:
-the test is on log times, so only the ratio of the two factors matters, and medians stay in ms.
+`matrix.results.stats`; a pair that measured different things is "not comparable"
+(`cell_differences`). Machine speed drifts, so each run's calibration figure notes a drifted
+environment and can rescale run B to run A's speed (`compare_runs`, `normalise`).
 """
 
 from __future__ import annotations
@@ -31,7 +19,8 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from matrix.report.summary import ms
+from matrix.report.order import natural_rank
+from matrix.report.text import ms
 from matrix.results.dataset import ENVIRONMENT, Dataset, distinct_values, load_samples, measured
 from matrix.results.stats import (
     ALPHA,
@@ -117,7 +106,14 @@ def compare_runs(
     alpha: float = ALPHA,
     normalise: bool = False,
 ) -> Comparison:
-    """Every cell of run B against the same cell of run A (`judge` says what changed)."""
+    """Every cell of run B (`ds_b`) against the same cell of run A (`ds_a`); `judge` says what
+    changed, by more than `threshold` (relative change of the median) and significantly at
+    `alpha` over the family. Machine speed drifts (±20 % over a day on a shared VM): where the
+    runs' `calibration_s` (harness/calibrate.py) of an environment differ by more than the
+    threshold, its cells carry a note, and with `normalise` B's load times are first rescaled
+    to A's machine speed (× calibration A / calibration B). That equals dividing each run by its
+    own calibration: the test is on log times, so only the ratio matters, and medians stay in
+    ms."""
     a, b = cells(ds_a), cells(ds_b)
     both = a.merge(b, on=KEY, suffixes=("_a", "_b"))
     ratio = both["calibration_b"] / both["calibration_a"]  # NaN where a run has none
@@ -188,7 +184,12 @@ def compare_runs(
 def cell_differences(cell: dict[str, Any]) -> list[str]:
     """Why the two sides of a cell (`samples_a`, `samples_b` and each `MEASURED_BY` name with
     `_a` / `_b`) cannot be compared (none: they can): too few trials, or what they measured
-    differs (a side's unknown value is not a difference)."""
+    differs (a side's unknown value is not a difference).
+
+    What a cell measured (`MEASURED_BY`: TensorFlow or Keras, host, CPU, backend, weights,
+    eviction method, isolation, TFLite interpreter) must match: a change in load time would
+    otherwise say nothing about the code under test, and gating CI on it would fail builds for
+    the wrong reason."""
     differs = [
         f"{label} {cell[f'{name}_a']} → {cell[f'{name}_b']}"
         for name, label in MEASURED_BY.items()
@@ -213,14 +214,15 @@ def _calibration_notes(ratio: float, drifted: bool, normalise: bool) -> list[str
     return [f"calibration {ratio - 1:+.0%}: machine speed differs (--normalise)"] if drifted else []
 
 
-def render(comparison: Comparison, run_a: str, run_b: str, most_same: int | None = None) -> Table:
+def comparison_table(
+    comparison: Comparison, run_a: str, run_b: str, most_same: int | None = None
+) -> Table:
     """The comparison as a rich table, medians in ms, changes first; the environment column only
     if it varies. Unchanged cells are left out when there are more than `most_same` of them: in
     a sweep of thousands of cells the few that moved must not scroll away (and a table of
     thousands of rows takes rich seconds to lay out)."""
-    frame = comparison.cells.sort_values(
-        "verdict", key=lambda v: v.map(list(_STYLE).index), kind="stable"
-    )
+    frame = comparison.cells.sort_values("env_id", key=natural_rank, kind="stable")
+    frame = frame.sort_values("verdict", key=lambda v: v.map(list(_STYLE).index), kind="stable")
     same = frame["verdict"] == "same"
     hidden = most_same is not None and same.sum() > most_same
     title = f"Median load time, {escape(run_a)} (A) → {escape(run_b)} (B)"

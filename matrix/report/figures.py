@@ -26,6 +26,7 @@ from matrix.report.charts import (
     sparkline,
 )
 from matrix.report.history import latest_changes
+from matrix.report.order import natural_key
 from matrix.report.text import (
     MAX_ROWS,
     Cell,
@@ -211,7 +212,8 @@ def _pooled_bars(
 
 
 def ladder(stats: pd.DataFrame, formats: Sequence[str], mode: str) -> FigureGroup | None:
-    """Per environment: median load against parameter count, one line per format."""
+    """Per environment with two model sizes or more: median load against parameter count, one
+    line per format; None when no environment has two."""
     rows = stats.loc[
         stats["cache_mode"] == mode, ["env", "model", "format", "params", "load_median"]
     ]
@@ -221,6 +223,8 @@ def ladder(stats: pd.DataFrame, formats: Sequence[str], mode: str) -> FigureGrou
     present = [f for f in formats if f in set(rows["format"].unique())]
     figures = []
     for (env,), panel in grouped(rows.sort_values("env", kind="stable"), ["env"]).items():
+        if len({r.params for r in panel}) < 2:
+            continue  # one size: a column of dots, no line against parameter count
         series = {
             fmt: [
                 (
@@ -246,6 +250,8 @@ def ladder(stats: pd.DataFrame, formats: Sequence[str], mode: str) -> FigureGrou
                 ),
             )
         )
+    if not figures:
+        return None
     return FigureGroup(mode, legend([(f, colour(f, FORMAT_COLOURS)) for f in present]), figures)
 
 
@@ -280,7 +286,9 @@ def history_table(history: pd.DataFrame) -> Table:
     steps = {tuple(row[:4]): row[4:] for row in latest_changes(history).itertuples(index=False)}
     series = []
     columns = [*keys, "run_id", "started", "load_median", "n"]
-    for key, rows in sorted(grouped(history[columns], keys).items()):
+    for key, rows in sorted(
+        grouped(history[columns], keys).items(), key=lambda item: tuple(map(natural_key, item[0]))
+    ):
         by_run = {r.run_id: r for r in rows}
         points = [
             (

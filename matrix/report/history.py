@@ -1,11 +1,9 @@
 """`matrix history`: every cell's median load time over the runs kept in results/, oldest first.
 
-A nightly sweep's question is "did last night move anything?", so each series (environment,
-model, format, cache mode) ends with its latest change against the run before, judged by the
-rule `matrix compare` and the report use (`matrix.results.stats`: slower, faster, same, or
-underpowered when the trials could not have shown a change of the threshold's size) — the
-step flag. The x axis is the run, not a commit: what changes between runs is often the environment
-(a TensorFlow patch release, a new base image), not this project's code.
+A nightly sweep asks "did last night move anything?", so each series (environment, model, format,
+cache mode) ends with its latest change against the run before, judged as `matrix compare` judges.
+The x axis is the run, not a commit: what changes between runs is often the environment (a TF
+patch release, a new base image), not this project's code.
 """
 
 from __future__ import annotations
@@ -19,7 +17,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from matrix.report.compare import MEASURED_BY, cell_differences, cells, detectable_text
-from matrix.report.summary import ms
+from matrix.report.order import natural_rank
+from matrix.report.text import ms
 from matrix.results.dataset import Dataset, cell_stats, load_runs
 from matrix.results.runs import run_dirs
 from matrix.results.stats import ALPHA, THRESHOLD, judge
@@ -50,7 +49,11 @@ def series_frame(ds: Dataset) -> pd.DataFrame:
     frame = cell_stats(ds).merge(started, on=["run_id", "env_id"], how="left")
     measured = cells(ds, ["run_id", *SERIES])[["run_id", *SERIES, "samples", *MEASURED_BY]]
     frame = frame.merge(measured, on=["run_id", *SERIES], how="left")
-    return frame[[*COLUMNS, *MEASURED_BY]].sort_values([*SERIES, "run_id"], ignore_index=True)
+    return frame[[*COLUMNS, *MEASURED_BY]].sort_values(
+        [*SERIES, "run_id"],
+        key=lambda column: natural_rank(column) if column.name == "env_id" else column,
+        ignore_index=True,
+    )
 
 
 def select(
@@ -101,7 +104,7 @@ def latest_changes(
     return pd.DataFrame(rows, columns=columns)
 
 
-def render(frame: pd.DataFrame, changes: pd.DataFrame, last: int) -> Table:
+def history_table(frame: pd.DataFrame, changes: pd.DataFrame, last: int) -> Table:
     """One row per series: its median (ms) in each of the last `last` runs, then the step."""
     runs = sorted(frame["run_id"].unique())
     shown = runs[-last:]

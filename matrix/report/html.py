@@ -1,15 +1,15 @@
 """The HTML report: one self-contained file a user can open offline, mail, or print.
 
-Everything is inlined (styles, scripts, SVG charts, the JSON the environment selector needs):
-results are often read on a machine without network access, from a CI artifact, and a report
-that fetches anything would leak which runs were looked at and break on the next CDN change.
-Every user- or model-supplied string reaches the page through jinja2 autoescaping, escaped SVG
-or escaped JSON; nothing is ever inserted as markup.
+Everything is inlined (styles, scripts, SVG charts, the JSON the interactive views need): results
+are often read offline, from a CI artifact, and a report that fetches anything would leak which
+runs were looked at. Every user- or model-supplied string reaches the page through jinja2
+autoescaping, escaped SVG or escaped JSON; nothing is ever inserted as markup.
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -20,48 +20,46 @@ import pandas as pd
 
 from harness.catalog import CACHE_MODES, FORMATS
 from matrix.errors import ConfigError
+from matrix.execute.sweep import FAILED as FAILED_OUTCOMES
 from matrix.plan.inputs import output_folder
-from matrix.report import figures, tables
-from matrix.report.pairs import embed_json, pair_payload
-from matrix.report.text import Table
-from matrix.results.dataset import (
-    ARTIFACT,
-    CELL,
-    ENVIRONMENT,
-    GUEST_CACHE_GB_S,
-    GUEST_NOTE,
-    Dataset,
-    cell_stats,
-    measured,
-)
+from matrix.report import axes, changes, compat_grid, figures, sections
+from matrix.report.order import natural_key
+from matrix.report.sections import ReportFrames, Section
+from matrix.results.dataset import ARTIFACT, CELL, ENVIRONMENT, Dataset, cell_stats
 
-SECTIONS = [
-    ("headline", "Fastest format"),
-    ("heatmap", "Heat map"),
-    ("bars", "Cold vs warm"),
-    ("ladder", "Size ladder"),
-    ("tables", "Size & load tables"),
-    ("article", "Article's table"),
-    ("runtime", "Import, inference, memory"),
-    ("parity", "Parity"),
-    ("environments", "Environments"),
-    ("problems", "Problems"),
-    ("noise", "Noise"),
-    ("pairs", "Environment vs environment"),
-    ("history", "History"),
+# The page, top to bottom; a builder returning None leaves its section (and nav entry) out.
+SECTION_BUILDERS: list[Callable[[ReportFrames], Section | None]] = [
+    changes.section,
+    sections.headline,
+    axes.section,
+    sections.heatmap,
+    sections.bars,
+    sections.ladder,
+    sections.size_tables,
+    sections.article,
+    sections.runtime,
+    sections.parity,
+    compat_grid.section,
+    sections.environments,
+    sections.problems,
+    sections.noise,
+    sections.pairs,
+    sections.history,
 ]
 
 
-def _env_labels(frames: list[pd.DataFrame]) -> dict[tuple[str, str], str]:
-    """A readable name per (run, environment): the env id, plus the run where one env id
-    appears in several merged runs (two nights of the same image are different columns)."""
+def env_labels(frames: list[pd.DataFrame]) -> dict[tuple[str, str], str]:
+    """A readable name per (run, environment), in natural order (tf2.9 before tf2.10): the env
+    id, plus the run where one env id appears in several merged runs (two nights of the same
+    image are different columns, side by side)."""
     pairs = sorted(
         {
             (str(r), str(e))
             for f in frames
             if {"run_id", "env_id"} <= set(f.columns)
             for r, e in f[["run_id", "env_id"]].drop_duplicates().itertuples(index=False)
-        }
+        },
+        key=lambda pair: (natural_key(pair[1]), pair[0]),
     )
     runs_of: dict[str, int] = {}
     for _, env in pairs:
@@ -72,9 +70,8 @@ def _env_labels(frames: list[pd.DataFrame]) -> dict[tuple[str, str], str]:
 def _with_env(frame: pd.DataFrame, labels: dict[tuple[str, str], str]) -> pd.DataFrame:
     """A copy of `frame` with the `env` label column every section groups by.
 
-    It is categorical in `labels` order (by run, then env id), so every grouping and sort lists
-    environments in the same order. Labels are looked up once per (run, env), as `frame` may
-    be the 10^5 trials of a sweep.
+    It is categorical in `labels` order, so every grouping and sort lists environments alike.
+    Labels are looked up once per (run, env): `frame` may be the 10^5 trials of a sweep.
     """
     position = {key: i for i, key in enumerate(labels)}
     envs = frame.groupby(ENVIRONMENT, sort=False, dropna=False)
@@ -86,152 +83,61 @@ def _with_env(frame: pd.DataFrame, labels: dict[tuple[str, str], str]) -> pd.Dat
     )
 
 
-def _with_artifact_columns(stats: pd.DataFrame, artifacts: pd.DataFrame) -> pd.DataFrame:
-    """Stats plus the artifact covariate `cell_stats` leaves out (largest file, #13)."""
+def _with_largest_file(stats: pd.DataFrame, artifacts: pd.DataFrame) -> pd.DataFrame:
+    """Stats plus the artifact covariate `cell_stats` leaves out: the largest file's size."""
     ok = artifacts[artifacts["status"].eq("ok")]
     extra = ok[[*ARTIFACT, "largest_file_bytes"]].drop_duplicates(ARTIFACT, keep="last")
     return stats.merge(extra, on=ARTIFACT, how="left")
 
 
-def _ordered(stats: pd.DataFrame) -> pd.DataFrame:
-    """Models by size (the ladder reads top to bottom), environments by run then id, formats
-    and cache modes in catalog order: every chart and table then lists them alike."""
-    sizes = stats.groupby("model")["params"].max()
-    order = {
-        "_size": stats["model"].map(sizes).fillna(float("inf")),
-        "_fmt": stats["format"].map({f: i for i, f in enumerate(FORMATS)}).fillna(99),
-    }
-    return (
-        stats.assign(**order)
-        .sort_values(["_size", "model", "env", "_fmt", "cache_mode"])
-        .drop(columns=list(order))
-    )
-
-
-def _reported(environments: pd.DataFrame) -> pd.DataFrame:
-    """Environments that wrote an `environment` record (a skipped or unbuilt one has no
-    metadata to show; the problems table says why)."""
-    return environments[environments["python"].notna()]
-
-
-def _reused_stats(ds: Dataset, labels: dict[tuple[str, str], str]) -> pd.DataFrame:
-    """The cells of the reused-process method (the seed article's), when the runs have any."""
-    if not ds.trials["process"].eq("reused").any():
-        return pd.DataFrame(columns=[*CELL, "env", "n", "load_mean", "params"])
-    return _ordered(_with_env(cell_stats(ds, process="reused"), labels))
-
-
-_WARMEST_FIRST = {mode: i for i, mode in enumerate(reversed(CACHE_MODES))}
-
-
-def _article_rows(fresh: pd.DataFrame, reused: pd.DataFrame) -> pd.DataFrame:
-    """One row per artifact with the load time the seed article's table would show: its method
-    (the mean of repeated loads in one process) where measured, else the median of fresh
-    processes in the warmest cache mode measured (the article's files were warm), labelled."""
-    mine = reused.dropna(subset=["load_mean"]).assign(
-        load=lambda r: r["load_mean"],
-        how=lambda r: "mean of " + r["n"].astype(int).astype(str) + " loads in one process",
-    )
-    rest = fresh.dropna(subset=["load_median"])
-    rest = (
-        rest.assign(_warm=rest["cache_mode"].map(_WARMEST_FIRST))
-        .sort_values("_warm", kind="stable")
-        .drop_duplicates(["env", "model", "format"])
-        .sort_index()
-    )
-    rest = rest.assign(
-        load=rest["load_median"],
-        how="median of "
-        + rest["n"].astype(int).astype(str)
-        + " fresh processes, "
-        + rest["cache_mode"].astype(str),
-    )
-    if mine.empty:
-        return rest  # `fresh` came ordered
-    rows = pd.concat([mine, rest], ignore_index=True)
-    return _ordered(rows.drop_duplicates(["env", "model", "format"], keep="first"))
-
-
-def _guest_warnings(stats: pd.DataFrame) -> list[str]:
-    """Per environment on a VM, the warning that its cold loads are cold only inside the guest:
-    an I/O floor above GUEST_CACHE_GB_S means the host's own cache served the "evicted" bytes."""
-    guest = stats[stats["guest_cold_only"].eq(True)]
-    by_env = guest.groupby(["env", "hypervisor"], observed=True, sort=False)["io_floor_gb_s"]
-    return [
-        f"{GUEST_NOTE.capitalize()} in {env} (a {hypervisor} virtual machine): {count} "
-        f"cold cell(s) whose artifact's I/O floor implies more than {GUEST_CACHE_GB_S:g} GB/s "
-        f"(up to {fastest:.1f} GB/s), faster than a disk: the host probably served the "
-        "evicted bytes from its own cache, so these loads were cold only inside the guest."
-        for (env, hypervisor), count, fastest in zip(
-            by_env.size().index, by_env.size(), by_env.max()
-        )
-    ]
-
-
-def _context(
-    ds: Dataset,
-    stats: pd.DataFrame,
-    problems: pd.DataFrame,
-    title: str,
-    history: pd.DataFrame | None,
-) -> dict[str, Any]:
-    labels = _env_labels([stats, problems, ds.trials, ds.environments])
-    stats = _ordered(_with_env(_with_artifact_columns(stats, ds.artifacts), labels))
-    problems = _with_env(problems, labels)
-    environments = _reported(_with_env(ds.environments, labels))
+def report_frames(
+    ds: Dataset, stats: pd.DataFrame, problems: pd.DataFrame, history: pd.DataFrame | None
+) -> ReportFrames:
+    """The runs' tables labelled and ordered once, for every section."""
+    labels = env_labels([stats, problems, ds.trials, ds.environments])
+    stats = sections.ordered(_with_env(_with_largest_file(stats, ds.artifacts), labels))
     present = set(stats["format"].unique())
-    formats = [f for f in FORMATS if f in present]
-    formats += sorted(present - set(formats))
-    mode = figures.coldest_mode(stats)
-    modes = [m for m in CACHE_MODES if m in set(stats["cache_mode"].unique())]
-    headline, wins = tables.headline(stats, modes)
-    trials = measured(ds.trials[[*CELL, "status", "phase", "process", "eviction", "load_s"]])
-    pairs = pair_payload(
-        _with_env(trials, labels),
-        stats,
-        problems,
-        _with_env(ds.environments, labels),
-        list(labels.values()),
+    formats = [f for f in FORMATS if f in present] + sorted(present - set(FORMATS))
+    reused = pd.DataFrame(columns=[*CELL, "env", "n", "load_mean", "params"])
+    if ds.trials["process"].eq("reused").any():
+        reused = sections.ordered(_with_env(cell_stats(ds, process="reused"), labels))
+    return ReportFrames(
+        ds=ds,
+        stats=stats,
+        problems=_with_env(problems, labels),
+        environments=_with_env(ds.environments, labels).sort_values("env", kind="stable"),
+        trials=_with_env(ds.trials, labels),
+        reused=reused,
+        labels=list(labels.values()),
+        formats=formats,
+        modes=[m for m in CACHE_MODES if m in set(stats["cache_mode"].unique())],
+        mode=figures.coldest_mode(stats),
+        history=history,
     )
-    bar_groups, pooled = figures.bar_groups(stats, formats)
-    reused = _reused_stats(ds, labels)
+
+
+def counts(f: ReportFrames) -> dict[str, Any]:
+    """The header's honest counts: environments that ran, were skipped (grouped by reason) or
+    failed, and cells measured or without a result (by status)."""
+    envs = f.environments
+    outcome = envs["outcome"]
+    env_failures = f.problems[f.problems["status"].eq("failed-environment")]
+    failed = outcome.isin(FAILED_OUTCOMES) | envs["env"].isin(set(env_failures["env"]))
+    skipped = envs[outcome.eq("skipped")]
+    interrupted = outcome.eq("interrupted") & ~failed
+    ran = envs["python"].notna() & ~failed & ~interrupted & ~outcome.eq("skipped")
+    reasons = skipped.groupby("outcome_reason", sort=False, dropna=False)["env"].agg(list)
+    cells = f.problems[f.problems["model"].notna()]
     return {
-        "title": title,
-        "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "runs": ds.run_ids,
-        "sections": SECTIONS if history is not None else SECTIONS[:-1],
-        "counts": {
-            "environments": len(labels),
-            "models": len({*stats["model"].unique(), *problems["model"].dropna()}),
-            "formats": len({*present, *problems["format"].dropna()}),
-            "cells": int(stats["load_median"].notna().sum()),
-            "problems": len(problems),
-        },
-        "headline": headline,
-        "wins": wins,
-        "mode": mode,
-        "heat_maps": figures.heat_maps(stats, problems, formats, mode),
-        "bar_groups": bar_groups,
-        "pooled": pooled,
-        "ladder": figures.ladder(stats, formats, mode),
-        "sizes": tables.sizes(stats, formats),
-        "artifacts": tables.artifacts(stats),
-        "load_times": tables.load_times(stats, formats),
-        "runtime": tables.runtime(stats),
-        "article": tables.article(_article_rows(stats, reused)),
-        "reused": tables.reused(reused) if len(reused) else None,
-        "guest_warnings": _guest_warnings(stats),
-        "parity": tables.parity(stats, formats),
-        "environments": tables.environments(environments),
-        "problems": tables.problem_rows(problems, ds.problems),
-        "noise": tables.noise(stats),
-        "pairs_json": embed_json(pairs),
-        "pairs_table": Table(
-            ["Model", "Format", "Cache", "A", "B", "Change", "p", "Note"],
-            numeric=frozenset({3, 4, 5, 6}),
-        ),
-        "scipy": pairs["p"] is not None,
-        "history": None if history is None else figures.history_table(history),
+        "ran": int(ran.sum()),
+        "skipped": len(skipped),
+        "skip_reasons": [(str(reason), ids) for reason, ids in reasons.items()],
+        "failed": int(failed.sum()),
+        "interrupted": int(interrupted.sum()),
+        "models": len({*f.stats["model"].unique(), *cells["model"].dropna()}),
+        "formats": len({*f.stats["format"].unique(), *cells["format"].dropna()}),
+        "cells": int(f.stats["load_median"].notna().sum()),
+        "unmeasured": cells["status"].value_counts().to_dict(),
     }
 
 
@@ -248,6 +154,18 @@ def _template() -> jinja2.Template:
     return env.get_template("report.html.j2")
 
 
+def render(f: ReportFrames, title: str) -> str:
+    """The page of `f`: every section that has something to show, in SECTION_BUILDERS order."""
+    built = [build(f) for build in SECTION_BUILDERS]
+    return _template().render(
+        title=title,
+        generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        runs=f.ds.run_ids,
+        counts=counts(f),
+        sections=[s for s in built if s is not None],
+    )
+
+
 def write_report(
     ds: Dataset,
     stats: pd.DataFrame,
@@ -257,7 +175,7 @@ def write_report(
     history: pd.DataFrame | None = None,
 ) -> Path:
     """Render the report of `ds` to `<out_dir>/index.html` and return that path."""
-    html = _template().render(**_context(ds, stats, problems, title, history))
+    html = render(report_frames(ds, stats, problems, history), title)
     path = output_folder("the report folder", out_dir) / "index.html"
     try:
         path.write_text(html, encoding="utf-8")

@@ -42,9 +42,10 @@ def _evictions(trials: pd.DataFrame) -> dict[tuple, str]:
 def _sample_grid(trials: pd.DataFrame, envs: list[str], rows: list[tuple]) -> np.ndarray:
     """Each cell's measured load times as `grid[environment, row]`, NaN-padded (see `padded`)."""
     index = pd.DataFrame(rows, columns=ROW).assign(_row=np.arange(len(rows)))
+    named = trials["env"].astype(str)  # an environment without any cell is not in `envs`
     loads = trials.assign(
         load_s=pd.to_numeric(trials["load_s"], errors="coerce"),
-        _env=pd.Categorical(trials["env"], categories=envs).codes,
+        _env=pd.Categorical(named.where(named.isin(envs)), categories=envs).codes,
     )
     loads = loads[loads["_env"].ge(0) & loads["load_s"].notna()].merge(index, on=ROW)
     place = loads.groupby(["_env", "_row"]).cumcount().to_numpy()

@@ -17,7 +17,16 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
-from matrix.results.dataset import CELL, GUEST_NOTE, Dataset, cell_problems, cell_stats
+from matrix.report.order import natural_rank
+from matrix.report.text import missing, ms, tenths, whole
+from matrix.results.dataset import (
+    CELL,
+    ENVIRONMENT,
+    GUEST_NOTE,
+    Dataset,
+    cell_problems,
+    cell_stats,
+)
 from matrix.results.reader import short_reason
 
 _NONE = "—"
@@ -27,6 +36,10 @@ _ARTICLE = (
     "* reused: the seed article's method — one load after another in one Python process "
     "(GC enabled, no collection between loads); its load is the mean of those loads."
 )
+_PRECISION = (
+    "±95% = the median load's distribution-free 95 % interval, as a share of it (none under 6 "
+    "loads); max: --repeats auto stopped the cell at its maximum before reaching its target."
+)
 _FIGURES = (
     "1st pred = load + first inference (ranked by it, per model); cold = import + "
     "device init + load + first inference of a new process; load = the load call "
@@ -35,26 +48,25 @@ _FIGURES = (
 
 
 def summarize(ds: Dataset) -> pd.DataFrame:
-    """One row per cell and process, sorted by model then median time to first prediction
-    (load + first inference: work a format defers past its load still counts), failed cells
-    last.
+    """One row per cell and process, sorted by model, environment (in version order) and
+    median time to first prediction (load + first inference: work a format defers past its
+    load still counts), failed cells last.
 
     The reused-process method gets rows of its own: its loads are a different measurement.
     It takes the dataset the HTML report is built from, so the records are tabled once.
     """
     loaded_by = set(ds.trials["process"].dropna()) if "process" in ds.trials else set()
-    parts = [
-        cell_stats(ds, process=p).assign(process=p)
-        for p in ("fresh", "reused")
-        if p == "fresh" or p in loaded_by
-    ]  # a table costs ~0.1 s: only the ones needed
+    parts = [cell_stats(ds)]  # each cell's one-load process: fresh or forked, never mixed
+    if "reused" in loaded_by:  # a table costs ~0.1 s: only the ones needed
+        parts.append(cell_stats(ds, process="reused").assign(process="reused"))
     rows = pd.concat([part for part in parts if len(part)] or parts[:1], ignore_index=True)
     rows["artifact_mb"] = rows["bytes"] / 1e6
+    checks = ds.environments[[*ENVIRONMENT, "fork_check"]].drop_duplicates(ENVIRONMENT)
+    rows = rows.merge(checks, on=ENVIRONMENT, how="left")
+    one_load = rows["process"].ne("reused")
     problems = cell_problems(ds)
     noted = (
-        problems.merge(
-            rows.loc[rows["process"] == "fresh", CELL], on=CELL, how="left", indicator=True
-        )["_merge"]
+        problems.merge(rows.loc[one_load, CELL], on=CELL, how="left", indicator=True)["_merge"]
         .eq("both")
         .to_numpy()
     )
@@ -63,12 +75,11 @@ def summarize(ds: Dataset) -> pd.DataFrame:
             p["trials"].astype(str) + " " + p["status"] + ": " + p["reason"].map(short_reason)
         )
     )
-    rows = rows.merge(
-        on_rows[[*CELL, "note"]].assign(process="fresh"), on=[*CELL, "process"], how="left"
-    )
+    rows = rows.merge(on_rows[[*CELL, "note"]], on=CELL, how="left")
+    rows.loc[~one_load.to_numpy(), "note"] = None
     guest = rows["guest_cold_only"].eq(True)  # the caption says why (`_guest_lines`)
     rows.loc[guest, "note"] = [
-        f"{'' if _missing(note) else note} {GUEST_NOTE}".strip() for note in rows.loc[guest, "note"]
+        f"{'' if missing(note) else note} {GUEST_NOTE}".strip() for note in rows.loc[guest, "note"]
     ]
     rows["status"] = "ok"
     alone = problems[~noted].assign(
@@ -77,15 +88,16 @@ def summarize(ds: Dataset) -> pd.DataFrame:
     rows = pd.concat([rows, alone], ignore_index=True) if len(alone) else rows
     rows = rows.fillna({c: _NONE for c in CELL}).fillna({"note": ""})
     return rows.sort_values(
-        ["model", "first_prediction_median", "load_median", "format", "cache_mode"],
+        ["model", "env_id", "first_prediction_median", "load_median", "format", "cache_mode"],
+        key=lambda column: natural_rank(column) if column.name == "env_id" else column,
         na_position="last",
         kind="stable",
     ).reset_index(drop=True)
 
 
-def render(summary: pd.DataFrame) -> Table:
+def summary_table(summary: pd.DataFrame) -> Table:
     """The summary as a compact rich table; env and process columns appear only when they vary
-    (process also whenever the article's reused-process method is in it).
+    (process also whenever a cell is not of fresh processes: forked, or the article's method).
 
     Times are shown in milliseconds: loads range from ~1 ms (TFLite) to seconds, and one decimal
     of a millisecond reads better than three significant digits of a second.
@@ -97,6 +109,8 @@ def render(summary: pd.DataFrame) -> Table:
         caption="\n".join(
             [
                 _FIGURES,
+                _PRECISION,
+                *_fork_checks(summary),
                 *_calls(summary),
                 *([_ARTICLE] if reused.any() else []),
                 *_guest_lines(summary),
@@ -110,14 +124,16 @@ def render(summary: pd.DataFrame) -> Table:
     varying = [
         c
         for c in ("env_id", "process")
-        if summary[c].replace(_NONE, None).nunique() > 1 or (c == "process" and reused.any())
+        if summary[c].replace(_NONE, None).nunique() > 1
+        or (c == "process" and summary[c].isin(["reused", "forked"]).any())
     ]
     columns: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
         ("model", _text("model")),
         ("format", _text("format")),
         ("cache", _text("cache_mode")),
         *[(c.replace("_id", ""), _text(c)) for c in varying],
-        ("n", lambda r: _count(r.get("n"))),
+        ("n", lambda r: whole(r.get("n"))),
+        ("±95%", _precision),
         ("1st pred", lambda r: ms(r.get("first_prediction_median"))),
         ("IQR", lambda r: ms(r.get("first_prediction_iqr"))),
         ("cold", lambda r: ms(r.get("cold_start_median"))),
@@ -127,7 +143,7 @@ def render(summary: pd.DataFrame) -> Table:
         ),
         ("steady", lambda r: ms(r.get("inference_median"))),
         ("parity", _parity),
-        ("MB", lambda r: _megabytes(r.get("artifact_mb"))),
+        ("MB", lambda r: tenths(r.get("artifact_mb"))),
     ]
     texts = {"model", "format", "cache", "parity", *(c.replace("_id", "") for c in varying)}
     for header, _ in columns:
@@ -177,33 +193,36 @@ def _guest_lines(summary: pd.DataFrame) -> list[str]:
     ]
 
 
+def _precision(row: dict[str, Any]) -> str:
+    """How well the median load is known: its 95 % interval's relative half-width, `max` in
+    yellow when `--repeats auto` stopped the cell at its maximum short of its target."""
+    half = row.get("load_precision")
+    if missing(half):
+        return _NONE
+    short = row.get("precision_reached") is False
+    return f"±{half:.0%}" + (" [yellow]max[/]" if short else "")
+
+
+def _fork_checks(summary: pd.DataFrame) -> list[str]:
+    """Per environment with forked trials, what their fresh-process controls said."""
+    checks = summary[["env_id", "fork_check"]].dropna().drop_duplicates()
+    return [
+        escape(f"{env}: forked trials checked against fresh ones: {verdict}")
+        + (" (its trials are fresh from then on)" if verdict in ("disagree", "hung") else "")
+        for env, verdict in checks.itertuples(index=False)
+    ]
+
+
 def _parity(row: dict[str, Any]) -> str:
     """Parity as its status, never as a bare number: a failure in red with its relative error,
     `not informative` in yellow (the reference did not vary, so nothing was checked), a run
     before schema 2 `not checked`, and only `pass` in green."""
     status = row.get("parity_status")
-    if _missing(status):
-        return "" if _missing(row.get("n")) or not row.get("n") else "not checked"
+    if missing(status):
+        return "" if missing(row.get("n")) or not row.get("n") else "not checked"
     if status == "fail":
         err = row.get("parity_rel_err_max")
-        return "[red]fail" + ("" if _missing(err) else f" {err:.1e}") + "[/]"
+        return "[red]fail" + ("" if missing(err) else f" {err:.1e}") + "[/]"
     if status == "not-informative":
         return "[yellow]not informative[/]"
     return f"[green]{escape(str(status))}[/]"
-
-
-def _missing(value: Any) -> bool:
-    return value is None or value != value  # NaN is the only value unequal to itself
-
-
-def _count(value: Any) -> str:
-    return "" if _missing(value) else str(int(value))
-
-
-def ms(seconds: Any) -> str:
-    """Seconds as milliseconds with one decimal (blank when not measured), for terminal tables."""
-    return "" if _missing(seconds) else f"{seconds * 1000:.1f}"
-
-
-def _megabytes(value: Any) -> str:
-    return "" if _missing(value) else f"{value:.1f}"

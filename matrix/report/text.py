@@ -97,6 +97,25 @@ def factor(value: Any) -> str:
     return DASH if missing(value) else f"×{float(value):.3g}"
 
 
+# Terminal tables (`matrix run`'s summary, compare, history) name the unit in the column header,
+# so a figure is a bare number there, and a missing one is blank.
+
+
+def ms(seconds: Any) -> str:
+    """Seconds as milliseconds with one decimal (blank when not measured)."""
+    return "" if missing(seconds) else f"{float(seconds) * 1000:.1f}"
+
+
+def tenths(value: Any) -> str:
+    """A figure with one decimal (blank when missing)."""
+    return "" if missing(value) else f"{float(value):.1f}"
+
+
+def whole(value: Any) -> str:
+    """A count as a whole number (blank when missing)."""
+    return "" if missing(value) else str(int(value))
+
+
 @dataclass
 class Cell:
     """One table cell: what it shows, its numeric sort key if any, a class and a tooltip.

@@ -1,12 +1,9 @@
 """Every record of one or more runs as tidy pandas tables, and the per-cell statistics.
 
-This is the one place that turns records into numbers: the terminal summary, `matrix compare`,
-`matrix history` and the HTML report all read these tables, so a median means the same thing
-everywhere. Runs merge even when they were written by different schema versions (a field an
-older harness did not write is NaN) or on different machines (`host` tells them apart).
-Statistics count only `measure` trials with status `ok` in a fresh process: warm-up loads are
-excluded by design, and an `invalid` "cold" load whose eviction did not take must never be
-counted as cold.
+The one place that turns records into numbers (summary, compare, history and the report read these
+tables, so a median means the same everywhere). Runs of different schema versions or machines
+merge (an absent field is NaN). Statistics count only `measure` trials with status `ok` in a fresh
+process: never a warm-up load, nor an `invalid` "cold" load whose eviction did not take.
 """
 
 from __future__ import annotations
@@ -23,111 +20,36 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from harness.contract import NESTED, fields_of, upgrade
+from harness.precision import relative_half_width
 from matrix.plan.inputs import RUN_ID
-from matrix.results.reader import MANIFEST, Record, Records, read_jsonl
-from matrix.results.stats import start_tests
+from matrix.results.reader import CROSSLOAD_DIR, MANIFEST, Record, Records, read_jsonl
 
 CELL = ["run_id", "env_id", "model", "format", "cache_mode"]
 ARTIFACT = ["run_id", "env_id", "model", "format"]
 ENVIRONMENT = ["run_id", "env_id"]
-# Fields docs/records.md defines; a run written before one existed still gets the column (NaN).
-TRIAL_FIELDS = [
-    "schema_version",
-    "kind",
-    "run_id",
-    "env_id",
-    "time",
-    "cell_id",
-    "model",
-    "format",
-    "cache_mode",
-    "process",
-    "phase",
-    "round",
-    "order",
-    "status",
-    "reason",
-    "resident_before",
-    "import_libs_resident_before",
-    "eviction",
-    "import_target",
-    "import_s",
-    "startup_s",
-    "tflite_runtime",
-    "load_s",
-    "load_cpu_s",
-    "first_inference_s",
-    "inference_s",
-    "rss_before_load_mb",
-    "rss_load_delta_mb",
-    "peak_rss_mb",
-    "parity_max_abs_diff",
-    "output_shape",
-    "load_index",
-    "isolation",
-    "container_id",
-    "device_init_s",
-    "first_prediction_s",
-    "cold_start_s",
-    "load_major_faults",
-    "load_read_bytes",
-    "import_libs_checked",
-    "inference_call",
-    "parity_status",
-    "parity_family",
-    "parity_rel_err",
-    "parity_top1_agreement",
-    "parity_cosine",
-    "parity_tolerance",
-]
-ARTIFACT_FIELDS = [
-    "schema_version",
-    "kind",
-    "run_id",
-    "env_id",
-    "time",
-    "cell_id",
-    "model",
-    "format",
-    "status",
-    "reason",
-    "path",
-    "bytes",
-    "files",
-    "largest_file_bytes",
-    "params",
-    "save_s",
-    "io_floor_s",
-    "storage_fstype",
-    "storage_mount_point",
-    "storage_kind",
-    "parity_informative",
-]
-ENVIRONMENT_FIELDS = [
-    "run_id",
-    "env_id",
-    "tool_version",
-    "python",
-    "tensorflow",
-    "keras",
-    "keras_impl",
-    "numpy",
-    "tflite_runtime",
-    "cpu_model",
-    "cpu_count",
-    "memory_gb",
-    "hostname",
-    "gpus",
-    "started",
-    "in_container",
-    "hypervisor",
-    "calibration_s",
-]
+
+
+def _columns(kind: str) -> list[str]:
+    """Every field of a record kind (harness.contract, which docs/records.md defines), a nested
+    object's as the `<field>_<key>` columns `_frame` spreads it into."""
+    return [
+        column
+        for name in fields_of(kind)
+        for column in ([f"{name}_{key}" for key in NESTED[name]] if name in NESTED else [name])
+    ]
+
+
+# A run written before a field existed still gets its column (NaN).
+TRIAL_FIELDS = _columns("trial")
+ARTIFACT_FIELDS = _columns("artifact")
+ENVIRONMENT_FIELDS = _columns("environment")
 # Per (run, environment) fields of the `plan` and `done` records, tabled with the environment.
-PLAN_FIELDS = ["weights"]
+PLAN_FIELDS = ["weights", "repeats", "max_repeats", "precision", "trial_process"]
 DONE_FIELDS = ["calibration_end_s"]
 LOCAL_BACKEND = "local"  # the `backend` of a run folder without a sweep manifest
-FAILURE_FIELDS = ["run_id", "env_id", "time", "scope", "model", "reason"]
+FAILURE_FIELDS = _columns("failure")
+PRECISION_FIELDS = _columns("precision")
 # A manifest's outcome for an environment, under the names the environments table uses.
 OUTCOME_FIELDS = {
     "status": "outcome",
@@ -167,10 +89,6 @@ ARTIFACT_STATS = ["bytes", "files", "params", "save_s", "io_floor_s", "storage_k
 NOISY_CV = 0.10  # above this coefficient of variation a median is flagged as noisy
 NOISY_N = 3  # fewer ok trials than this and the spread cannot be judged
 SEVERITY = {"failed-environment": 0, "error": 1, "invalid": 2, "unsupported": 3}  # 0 = worst
-# Bytes of records (~10^4, 0.2 s to load) from which `load_runs` imports scipy.stats in a worker
-# meanwhile (`start_tests`). Below, the load is too short to hide the import, and a command that
-# tests nothing (the summary after `matrix run`) would wait at exit for the worker's import.
-BIG_LOAD = 10_000_000
 
 
 @dataclass
@@ -179,6 +97,8 @@ class Dataset:
 
     `trials` has every trial (every status and phase) with `host` and `source` (`file:line`);
     `environments` has one row per (run_id, env_id), with the sweep manifest's outcome if any.
+    `crossloads` has the cross-load step's trials and failures (its `kind` column says which),
+    the loader as `env_id` and the saver as `saved_by_*`: apart, so no own cell changes.
     """
 
     trials: pd.DataFrame
@@ -186,6 +106,9 @@ class Dataset:
     environments: pd.DataFrame
     failures: pd.DataFrame
     problems: list[str] = field(default_factory=list)
+    crossloads: pd.DataFrame = field(default_factory=lambda: _crossloads([], []))
+    # The `precision` records: per cell, what `--repeats auto` reached when it left the rotation.
+    precisions: pd.DataFrame = field(default_factory=lambda: _frame([], PRECISION_FIELDS))
 
     @property
     def run_ids(self) -> list[str]:
@@ -198,21 +121,47 @@ def load_runs(run_dirs: Iterable[Path]) -> Dataset:
 
     A bad line is skipped and named in `problems`; so is a second file for a (run, environment)
     already read (the same run given twice, or copied), since counting it twice would fake n.
-    A big load starts the significance tests' worker first (`start_tests`): report, compare
-    and history test next. Started outside `_paused_gc`, so the worker collects garbage.
     """
     dirs = list(dict.fromkeys(Path(d).resolve() for d in run_dirs))
     files = {run_dir: sorted(run_dir.glob("*.jsonl")) for run_dir in dirs}
-    if sum(path.stat().st_size for paths in files.values() for path in paths) >= BIG_LOAD:
-        start_tests()
     with _paused_gc():
-        return _load(files)
+        ds = _load(files)
+        cross = [_read_own(path, d.name, ds.problems) for d in dirs for path in _cross_files(d)]
+    ds.crossloads = _crossloads(
+        [r for found in cross for r in found.records], [s for f in cross for s in f.sources]
+    )
+    return ds
+
+
+def _cross_files(run_dir: Path) -> list[Path]:
+    return sorted((run_dir / CROSSLOAD_DIR).glob("*.jsonl"))
+
+
+def _read_own(path: Path, run_id: str, problems: list[str]) -> Records:
+    """The records of `path` that are its environment's (`_own_records`), each with its run."""
+    found = _own_records(read_jsonl(path), path)
+    problems.extend(found.problems)
+    for record in found.records:
+        record.setdefault("run_id", run_id)
+    return found
+
+
+def _crossloads(records: list[Record], sources: list[str]) -> pd.DataFrame:
+    """The cross-load step's `trial` and `failure` records, in the current schema's shape."""
+    kept = [
+        (upgrade(r), source)
+        for r, source in zip(records, sources)
+        if r.get("kind") in ("trial", "failure")
+    ]
+    frame = _frame([r for r, _ in kept], ["kind", *TRIAL_FIELDS])
+    frame["source"] = [source for _, source in kept]
+    return frame
 
 
 @contextmanager
 def _paused_gc() -> Iterator[None]:
-    """Parsing 10^5 records allocates 10^5 dicts, none in a reference cycle; the cyclic garbage
-    collector would rescan them again and again (a third of the time of a big merge)."""
+    """Parsing records allocates a dict per record, none in a reference cycle: the cyclic garbage
+    collector would rescan them again and again as they pile up, for nothing to collect."""
     enabled = gc.isenabled()
     gc.disable()
     try:
@@ -234,10 +183,7 @@ def _load(files: dict[Path, list[Path]]) -> Dataset:
             manifests.append(manifest)
         run_id = run_dir.name
         for path in paths:
-            found = _own_records(read_jsonl(path), path)
-            problems.extend(found.problems)
-            for record in found.records:
-                record.setdefault("run_id", run_id)
+            found = _read_own(path, run_id, problems)
             keys = {(r["run_id"], r.get("env_id")) for r in found.records}
             again = [seen[k] for k in keys if k in seen]
             if again:
@@ -282,45 +228,25 @@ def dataset_of(
     by_kind: dict[Any, list[Record]] = {}
     where: dict[Any, list[str]] = {}
     written: set[tuple[Any, Any]] = set()  # every (run_id, env_id) that wrote a record
-    for record, source in zip(records, sources or repeat("")):
+    for written_as, source in zip(records, sources or repeat("")):
+        record = upgrade(written_as)  # an older schema's, in the current shape
         kind = record.get("kind")
         by_kind.setdefault(kind, []).append(record)
         where.setdefault(kind, []).append(source)
         written.add((record.get("run_id"), record.get("env_id")))
     environments = _environments(written, by_kind, manifests or [])
     hosts = environments[[*ENVIRONMENT, "host"]]
-    trials = _derived(_frame(by_kind.get("trial", []), TRIAL_FIELDS))
+    trials = _frame(by_kind.get("trial", []), TRIAL_FIELDS)
     trials = trials.merge(hosts, on=ENVIRONMENT, how="left")
     trials["source"] = where.get("trial", [])
     artifacts = _frame(by_kind.get("artifact", []), ARTIFACT_FIELDS)
     artifacts = artifacts.merge(hosts, on=ENVIRONMENT, how="left")
     failures = _frame(by_kind.get("failure", []), FAILURE_FIELDS)
     failures["source"] = where.get("failure", [])
-    return Dataset(trials, artifacts, environments, failures, list(problems or []))
-
-
-def _derived(trials: pd.DataFrame) -> pd.DataFrame:
-    """Trials with the schema 2 figures filled in where a record lacks them (schema 1):
-    `first_prediction_s` = load + first inference, and `cold_start_s` = import + device start-up
-    (none in schema 1: its load included it) + that, for the first load of a process only."""
-    num = _numeric(
-        trials,
-        [
-            "load_s",
-            "first_inference_s",
-            "import_s",
-            "device_init_s",
-            "load_index",
-            "first_prediction_s",
-            "cold_start_s",
-        ],
+    precisions = _frame(by_kind.get("precision", []), PRECISION_FIELDS)
+    return Dataset(
+        trials, artifacts, environments, failures, list(problems or []), precisions=precisions
     )
-    first = num["first_prediction_s"].fillna(num["load_s"] + num["first_inference_s"])
-    first_load = trials["process"].ne("reused") | num["load_index"].fillna(0).eq(0)
-    cold = num["cold_start_s"].fillna(
-        (num["import_s"] + num["device_init_s"].fillna(0.0) + first).where(first_load)
-    )
-    return trials.assign(first_prediction_s=first, cold_start_s=cold)
 
 
 def _frame(records: list[Record], columns: list[str]) -> pd.DataFrame:
@@ -373,6 +299,11 @@ def _environments(
         frame = frame.merge(
             part.drop_duplicates(ENVIRONMENT, keep="last"), on=ENVIRONMENT, how="left"
         )
+    checks = _frame(by_kind.get("fork_check", []), [*ENVIRONMENT, "verdict"])
+    checks = checks[[*ENVIRONMENT, "verdict"]].rename(columns={"verdict": "fork_check"})
+    frame = frame.merge(
+        checks.drop_duplicates(ENVIRONMENT, keep="last"), on=ENVIRONMENT, how="left"
+    )
     frame = frame.merge(outcomes, on=ENVIRONMENT, how="left")
     # In a container the hostname is the container's id, new for every run: the machine is
     # the manifest's host, else unknown (comparing runs must not see a new machine each night).
@@ -441,26 +372,44 @@ def _manifest_problem(manifest: dict[str, Any]) -> str:
 # ---- statistics ---------------------------------------------------------------------------------
 
 _MEASURED = ["status", "phase", "process"]  # the columns `measured` selects by
+# `process` of `measured` and `cell_stats`: each cell's one-load process, `forked` or `fresh`.
+ONE_LOAD = "one-load"
 
 
-def measured(trials: pd.DataFrame, process: str = "fresh") -> pd.DataFrame:
-    """The trials statistics are made of: ok, `measure` phase, loaded by `process`."""
-    keep = trials["status"].eq("ok") & trials["phase"].eq("measure") & trials["process"].eq(process)
-    return trials[keep]
+def measured(trials: pd.DataFrame, process: str = ONE_LOAD) -> pd.DataFrame:
+    """The trials statistics are made of: ok, `measure` phase, loaded by `process`.
+
+    ONE_LOAD: per cell, its trials of one load per process, never a mix: `forked` or `fresh`,
+    whichever has more (`fresh` on a tie). A forked cell's fresh controls are fewer than its
+    forked trials; after a disagreement the harness goes on in fresh processes past that count
+    (docs/records.md, "Forked trials").
+    """
+    keep = trials["status"].eq("ok") & trials["phase"].eq("measure")
+    if process != ONE_LOAD:
+        return trials[keep & trials["process"].eq(process)]
+    rows = trials[keep & trials["process"].isin(["fresh", "forked"])]
+    counts = rows.groupby([*CELL, "process"], dropna=False).size().unstack(fill_value=0)
+    forked = counts.get("forked", 0) > counts.get("fresh", 0)
+    chosen = pd.Series(np.where(forked, "forked", "fresh"), index=counts.index, name="chosen")
+    joined = rows[CELL].merge(chosen.reset_index(), on=CELL, how="left")
+    return rows[joined["chosen"].to_numpy() == rows["process"].to_numpy()]
 
 
 def cell_stats(
     ds: Dataset,
     baseline_format: str = "h5",
     baseline_env: str | None = None,
-    process: str = "fresh",
+    process: str = ONE_LOAD,
 ) -> pd.DataFrame:
     """One row per (run_id, env_id, model, format, cache_mode) with ok measured trials.
 
-    Load-time spread (min, quartiles, IQR, CV), medians of the other phases, the artifact's
-    size and I/O floor, the format's rank within its (run, environment, model, cache mode), and
-    speed-ups against a baseline format and a baseline environment. `process="reused"` gives
-    the same table for the repeated loads in one warm process.
+    Load-time spread (min, quartiles, IQR, CV), the distribution-free 95 % interval of the
+    median (`load_precision`: its relative half-width) and whether `--repeats auto` reached its
+    target (`precision_reached`), medians of the other phases, the artifact's size and I/O
+    floor, the format's rank within its (run, environment, model, cache mode), and speed-ups
+    against a baseline format and a baseline environment; `process` says which process kind
+    the figures are of. `process="reused"` gives the same table for the repeated loads in one
+    warm process.
     """
     numbers = ["load_s", *MEDIANS, "parity_max_abs_diff", *PARITY_WORST]
     texts = ["parity_status", "parity_family", "inference_call"]
@@ -479,6 +428,8 @@ def cell_stats(
     )
     stats.insert(5, "load_iqr", stats["load_q3"] - stats["load_q1"])
     stats["load_mean"] = loads.mean()
+    stats["load_precision"] = loads.agg(lambda x: relative_half_width(list(x)))
+    stats["process"] = ok.groupby(CELL, dropna=False)["process"].first()
     others = ok.groupby(CELL, dropna=False)
     stats = stats.join(others[list(MEDIANS)].median().rename(columns=MEDIANS))
     first = others["first_prediction_s"]
@@ -486,6 +437,10 @@ def cell_stats(
     stats["parity_max"] = others["parity_max_abs_diff"].max()
     stats = stats.join(_parity_stats(others))
     stats = stats.reset_index().merge(_artifact_stats(ds.artifacts), on=ARTIFACT, how="left")
+    reached = ds.precisions[[*CELL, "process", "reached"]].drop_duplicates([*CELL, "process"])
+    stats = stats.merge(
+        reached.rename(columns={"reached": "precision_reached"}), on=[*CELL, "process"], how="left"
+    )
     stats["io_multiple"] = stats["load_median"] / stats["io_floor_s"]
     stats["io_floor_gb_s"] = stats["bytes"] / stats["io_floor_s"] / 1e9
     hypervisors = ds.environments[[*ENVIRONMENT, "hypervisor"]]
@@ -551,18 +506,24 @@ def _env_speedup(stats: pd.DataFrame, baseline_env: str | None) -> pd.Series:
 
 
 def load_samples(ds: Dataset, keys: list[str]) -> pd.DataFrame:
-    """The measured load times of each cell as one list per row, for the significance tests.
+    """The measured load times of each cell as one list per row, for the significance tests."""
+    columns = list(dict.fromkeys([*CELL, *keys, "load_s", *_MEASURED]))  # `measured` needs CELL
+    ok = _numeric(measured(ds.trials[columns]), ["load_s"])
+    return sample_lists(ok, keys, "load_s")
+
+
+def sample_lists(frame: pd.DataFrame, keys: list[str], column: str) -> pd.DataFrame:
+    """One row per group of `keys` with the group's values of `column` as a list (`samples`).
 
     Cut from one sorted array: `agg(list)` makes a Series per group, seconds for a sweep.
     """
-    ok = _numeric(measured(ds.trials[[*keys, "load_s", *_MEASURED]]), ["load_s"])
-    groups = ok.groupby(keys, dropna=False)
+    groups = frame.groupby(keys, dropna=False, observed=True)
     ids = groups.ngroup().to_numpy()
     order = np.argsort(ids, kind="stable")
-    values = ok["load_s"].to_numpy()[order]
-    samples = np.split(values, np.flatnonzero(np.diff(ids[order])) + 1) if len(ok) else []
-    frame = groups.size().index.to_frame(index=False)
-    return frame.assign(samples=[part.tolist() for part in samples])
+    values = frame[column].to_numpy()[order]
+    samples = np.split(values, np.flatnonzero(np.diff(ids[order])) + 1) if len(frame) else []
+    table = groups.size().index.to_frame(index=False)
+    return table.assign(samples=[part.tolist() for part in samples])
 
 
 def distinct_values(frame: pd.DataFrame, keys: list[str], column: str, sep: str) -> pd.DataFrame:
@@ -624,9 +585,13 @@ def export(ds: Dataset, stats: pd.DataFrame, path: Path) -> list[Path]:
 
     Two tables, because a trial and a cell are different units of observation; lists (GPU
     names, output shapes) become JSON text so CSV and Parquet readers see one type per column.
+    The cross-load trials follow the environments' own, told apart by their `saved_by_env_id`
+    (empty on an environment's own trial).
     """
     stats_path = path.with_name(f"{path.stem}-stats{path.suffix}")
-    for frame, where in ((ds.trials, path), (stats, stats_path)):
+    cross = ds.crossloads[ds.crossloads["kind"].eq("trial")].drop(columns="kind")
+    trials = pd.concat([ds.trials, cross], ignore_index=True) if len(cross) else ds.trials
+    for frame, where in ((trials, path), (stats, stats_path)):
         tidy = frame.copy()
         for name in [c for c in tidy.columns if tidy[c].dtype == object]:
             nested = tidy[name].map(lambda v: isinstance(v, (list, dict)))

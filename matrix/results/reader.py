@@ -1,11 +1,9 @@
 """Read the harness's JSON Lines records (docs/records.md) without ever failing on them.
 
-A run killed mid-write leaves at most one truncated last line, and a disk can hold worse; the
-records around a bad line are still good measurements. So a bad line is skipped and reported as
-`file:line: why`, never fatal. Records come from the measured environment, where a hostile model
-or package may have written them, so "bad" includes lines no harness writes: a line longer than
-MAX_LINE_BYTES (files are streamed, so a 400 MB line costs no memory), and a record whose
-identifying fields are not text or whose `run_id` is not one folder name (it names the report's).
+A run killed mid-write leaves a truncated last line, and the records around a bad line are still
+good measurements: a bad line is skipped and reported as `file:line: why`, never fatal. Records
+come from the measured environment, where a hostile model may have written them, so "bad"
+includes lines no harness writes (`_parse`, `_lines`).
 """
 
 from __future__ import annotations
@@ -28,6 +26,9 @@ from matrix.plan.inputs import RUN_ID
 Record = dict[str, Any]
 # A Docker sweep's account of its environments, next to their records files.
 MANIFEST = "manifest.json"
+# The cross-load step's folder in a run (docs/cross-load.md): its own `<loader env>.jsonl` and
+# manifest, apart from the environments' own records.
+CROSSLOAD_DIR = "crossload"
 # The longest line read as a record. The harness writes well under 64 KiB (a failure's reason
 # keeps only the tail of stderr); a longer line is skipped, and read in chunks of this size.
 MAX_LINE_BYTES = 1 << 20
@@ -70,11 +71,13 @@ class Records:
 
 
 def _parse(line: bytes) -> Record:
-    """One record from one line, or ValueError saying why the line is not a record.
+    """One record from one line, or ValueError saying why the line is not a record: not JSON, not
+    an object with a `kind`, an identifying field that is not text, or a `run_id` that is not one
+    folder name (it names the report's folder).
 
-    orjson parses a line four times faster than `json` (it is half the time of merging 10^5
-    records); a line it rejects goes to `json`, which reads the few documents orjson refuses
-    (NaN, huge integers) and words the reason a bad line is skipped.
+    orjson, as parsing is most of the time of reading a big run; a line it rejects goes to
+    `json`, which reads the few documents orjson refuses (NaN, huge integers) and words the
+    reason a bad line is skipped.
     """
     try:
         value = orjson.loads(line)
@@ -98,7 +101,8 @@ def _parse(line: bytes) -> Record:
 
 
 def _lines(handle: BinaryIO) -> Iterator[bytes | None]:
-    """The lines of a file, newline kept; None for a line over MAX_LINE_BYTES, never held."""
+    """The lines of a file, newline kept; None for a line over MAX_LINE_BYTES, never held (a
+    hostile 400 MB line costs no memory)."""
     while line := handle.readline(MAX_LINE_BYTES + 1):
         if len(line) <= MAX_LINE_BYTES or line.endswith(b"\n"):
             yield line

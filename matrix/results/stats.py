@@ -1,62 +1,35 @@
 """Is one set of load times really different from another, and could the test have told?
 
-One rule, used by `matrix compare`, `matrix history` and the report:
-
-- The test is Welch's t-test on log(load time): loads vary by ratios (a machine half as fast
-  doubles every load), so on the log scale a slowdown is a shift and one cell's spread is
-  comparable with another's; Welch does not assume both runs equally noisy. The Mann-Whitney
-  test used before is rank-based: 3 loads against 3 have 20 orderings, so the most extreme one
-  has a two-sided p of 2/20 = 0.1, and at alpha 0.05 it could never flag anything at 3 repeats.
-- All pairs judged together are one family (every cell of a `compare`, every series of a
-  `history` step): a default run has ~16 cells, and 16 tests at alpha 0.05 would fail one
-  quiet night in two. Significance is decided by Benjamini-Hochberg at alpha over the family,
-  so when nothing changed the chance that anything is flagged is at most alpha, and a real
-  regression in several cells is not drowned by the correction as with Bonferroni.
-- A change counts (`slower` / `faster`) when the medians differ by more than the threshold
-  (change = median_b / median_a - 1) AND it is significant: either alone flags noise on a busy
-  machine, or a meaningless 1 % shift measured very precisely.
-- Otherwise the cells are `same` only if the test could have seen a change of the threshold's
-  size: the minimal detectable change MDC = exp((t[1 - a/2, df] + t[POWER, df]) * SE) - 1,
-  SE being the Welch standard error of the difference of the log means, df Welch's, and
-  a = alpha / m (`pair_alpha`) the level a lone change among m pairs must reach. An MDC
-  above the threshold makes the pair `underpowered`: "no change seen" would be an empty claim.
-- `not comparable`: fewer than MIN_SAMPLES loads on a side (no spread to test against).
+One rule for `matrix compare`, `matrix history` and the report (`judge` says why each part):
+Welch's t-test on log load times, Benjamini-Hochberg over the cells judged together, a change
+only past the threshold AND significant, and `same` only where the test could have seen a
+change of the threshold's size (else `underpowered`). README and docs/records.md state it too.
 """
 
 from __future__ import annotations
 
-import importlib
 import math
-import multiprocessing
-import os
 import statistics
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # imported where they are used: `matrix` starts without them
-    from concurrent.futures import ProcessPoolExecutor
+# THRESHOLD, ALPHA and POWER are defined where the harness applies the same rule in-run
+# (`--repeats auto`, forked trials' controls), which may import only the standard library.
+from harness.precision import ALPHA, POWER, THRESHOLD
 
+if TYPE_CHECKING:  # imported where it is used: `matrix` starts without it
     import numpy as np
 
-# The relative change of the median below which nothing is called a change. 20 %: this 2-core
-# machine's speed drifts ±20 % over a day, and at the default model's spread of fresh-process
-# loads (SD of log load time ~0.1) a 10 % gate over one environment's 16 cells would need 34
-# repeats a cell, 20 % needs 11 (`matrix schedule` raises repeats to what the gate needs).
-THRESHOLD = 0.20
-ALPHA = 0.05  # p-value below which a difference counts as more than noise
-POWER = 0.80  # chance of flagging a true change of the detectable size (the MDC's definition)
 MIN_SAMPLES = 2  # a single load per side has no spread to test against
 VERDICTS = ("slower", "faster", "underpowered", "same", "not comparable")
 
 Samples = Sequence[float]
-_tester: ProcessPoolExecutor | None = None  # the worker `start_tests` started, if any
 
 
 @dataclass(frozen=True)
 class Change:
-    """What `judge` found for one pair of cells (see the module docstring for the rule)."""
+    """What `judge` found for one pair of cells (see `judge` for the rule)."""
 
     median_a: float
     median_b: float
@@ -71,7 +44,27 @@ def judge(
     pairs: Sequence[tuple[Samples, Samples]], threshold: float = THRESHOLD, alpha: float = ALPHA
 ) -> list[Change]:
     """The verdict on each pair's samples `b` against its samples `a` (higher is slower), the
-    pairs being one family (see the module docstring)."""
+    pairs being one family judged together.
+
+    - Welch's t-test on log(load time): loads vary by ratios (a machine half as fast doubles
+      every load), so on the log scale a slowdown is a shift and spreads compare across cells;
+      Welch does not assume both runs equally noisy. A rank test cannot serve: 3 loads against
+      3 have 20 orderings, so its smallest two-sided p is 0.1, never below alpha 0.05.
+    - The family: every cell of a `compare`, every series of a `history` step. A default run
+      has ~16 cells, and 16 tests at alpha 0.05 would fail one quiet night in two, so
+      significance is Benjamini-Hochberg at alpha over the family: when nothing changed, the
+      chance of any flag is at most alpha, and a regression in several cells is not drowned
+      by the correction as with Bonferroni.
+    - `slower` / `faster`: the medians differ by more than the threshold (change = median_b /
+      median_a - 1) AND significantly; either alone flags noise on a busy machine, or a
+      meaningless 1 % shift measured very precisely.
+    - Otherwise `same` only if the test could have seen a change of the threshold's size: the
+      minimal detectable change MDC = exp((t[1 - a/2, df] + t[POWER, df]) * SE) - 1 (SE and df
+      Welch's, of the log means; a = `pair_alpha`, the level a lone change among the family
+      must reach) is within the threshold; else `underpowered`, as "no change seen" would be
+      an empty claim.
+    - `not comparable`: fewer than MIN_SAMPLES loads on a side (no spread to test against).
+    """
     clean = [
         ([x for x in a if not math.isnan(x)], [x for x in b if not math.isnan(x)]) for a, b in pairs
     ]
@@ -101,7 +94,9 @@ def family_verdicts(
     alpha: float = ALPHA,
 ) -> np.ndarray:
     """`judge`'s verdicts for many families at once, one family a row of the (families, pairs)
-    arrays (NaN p: untested, verdict ""), for the report's every pair of environments."""
+    arrays, for the report's every pair of environments: `change` is median_b / median_a - 1,
+    `p` Welch's p (NaN: untested, verdict ""), `detectable` the MDC; `threshold` and `alpha`
+    as in `judge`."""
     import numpy as np
 
     tested = ~np.isnan(p)
@@ -151,7 +146,7 @@ def _change(
 def verdict(
     change: float, significant: bool, detectable: float, threshold: float = THRESHOLD
 ) -> str:
-    """The rule's verdict on a tested pair (see the module docstring)."""
+    """The rule's verdict on a tested pair (see `judge`)."""
     if abs(change) > threshold and significant:
         return "slower" if change > 0 else "faster"
     return "same" if detectable <= threshold else "underpowered"
@@ -176,8 +171,9 @@ def repeats_needed(
     power: float = POWER,
     cap: int = 1000,
 ) -> int | None:
-    """The fewest repeats per side (at most `cap`) whose MDC at `spread` is within `threshold`,
-    or None if even `cap` is not enough."""
+    """The fewest repeats per side (at most `cap`) whose MDC at `spread` (SD of log load times)
+    is within `threshold`, testing at level `alpha` with `power`; None if even `cap` is not
+    enough."""
     import numpy as np
 
     repeats = np.arange(MIN_SAMPLES, cap + 1)
@@ -193,10 +189,10 @@ def _detectable(
     """exp((t[1 - alpha/2, df] + t[power, df]) * se) - 1, elementwise; 0 where se is 0 (two
     constant samples: any shift is certain), whatever df (then NaN: 0 / 0)."""
     import numpy as np
-    from scipy.stats import t  # scipy.stats takes ~1 s to import
+    from scipy.special import stdtrit  # Student's t quantile: what scipy.stats.t.ppf calls
 
     with np.errstate(invalid="ignore"):
-        mdc = np.expm1((t.ppf(1 - alpha / 2, df) + t.ppf(power, df)) * se)
+        mdc = np.expm1((stdtrit(df, 1 - alpha / 2) + stdtrit(df, power)) * se)
     return np.where(np.asarray(se) == 0, 0.0, mdc)
 
 
@@ -210,35 +206,6 @@ def padded(samples: Sequence[Samples]) -> np.ndarray:
     return out
 
 
-def start_tests() -> None:
-    """Start importing scipy.stats in a worker process, where `row_tests` then tests.
-
-    The import takes ~1.2 s, a third of reporting 10^5 records, and every command that tests
-    (report, compare, history) first spends seconds parsing records on one core: a second core
-    does the import meanwhile (on a host with no core to spare it gains nothing, and costs only
-    the worker's start). Calling it again does nothing; the worker exits with the interpreter:
-    concurrent.futures joins it, which waits for the import if it is still running.
-    """
-    from concurrent.futures import ProcessPoolExecutor
-
-    global _tester
-    if _tester is None:
-        _tester = ProcessPoolExecutor(max_workers=1, initializer=_end_with_parent)
-        _tester.submit(importlib.import_module, "scipy.stats")
-
-
-def _end_with_parent() -> None:
-    """In the worker: end it as soon as its parent ends, however that ends.
-
-    concurrent.futures stops its workers when the interpreter exits normally; `matrix` exits
-    with os._exit (see `matrix.cli.main`), and a kill or a crash skips the exit too, which would
-    leave the worker waiting for work forever.
-    """
-    parent = multiprocessing.parent_process()
-    if parent is not None:
-        threading.Thread(target=lambda: (parent.join(), os._exit(0)), daemon=True).start()
-
-
 def row_tests(
     x: np.ndarray, y: np.ndarray, alpha: float | np.ndarray = ALPHA, power: float = POWER
 ) -> np.ndarray:
@@ -246,28 +213,14 @@ def row_tests(
     `padded` makes them), as the rows of a (2, rows) array; NaN where a side has fewer than
     MIN_SAMPLES values or a value is not positive.
 
-    Computed in the worker of `start_tests` if one was started; here if not, or if it died
-    (a report must not fail because a helper process was killed).
-    """
-    global _tester
-    if _tester is not None:
-        from concurrent.futures.process import BrokenProcessPool
-
-        try:
-            return _tester.submit(_row_tests, x, y, alpha, power).result()
-        except BrokenProcessPool:
-            _tester = None
-    return _row_tests(x, y, alpha, power)
-
-
-def _row_tests(x: np.ndarray, y: np.ndarray, alpha: float | np.ndarray, power: float) -> np.ndarray:
-    """`row_tests`, in this process: the t statistic from each row's log mean and variance,
-    all rows at once. scipy's `ttest_ind(equal_var=False)` gives the same p one row at a
-    time (rows differ in length, and its NaN-omitting path loops over them), and the report
-    tests every pair of environments on every cell: 10^5 tests for a big sweep.
+    The t statistic comes from each row's log mean and variance, all rows at once: scipy's
+    `ttest_ind(equal_var=False)` gives the same p one row at a time (rows differ in length, and
+    its NaN-omitting path loops over them), and the report tests every pair of environments on
+    every cell, 10^5 tests for a big sweep. The t distribution is scipy.special's, which
+    scipy.stats itself calls: importing scipy.stats would cost every command that tests a second.
     """
     import numpy as np
-    from scipy.stats import t
+    from scipy.special import stdtr  # Student's t CDF: what scipy.stats.t.sf calls
 
     found = np.full((2, len(x)), np.nan)
     moments = []
@@ -289,7 +242,7 @@ def _row_tests(x: np.ndarray, y: np.ndarray, alpha: float | np.ndarray, power: f
         df = (share_x + share_y) ** 2 / (
             share_x**2 / (n_x[rows] - 1) + share_y**2 / (n_y[rows] - 1)
         )
-        p = 2 * t.sf(np.abs(shift) / se, df)
+        p = 2 * stdtr(df, -np.abs(shift) / se)
     found[0, rows] = np.where(se == 0, np.where(shift == 0, 1.0, 0.0), p)
     level = np.broadcast_to(alpha, (len(x),))[rows]  # one level for all rows, or one a row
     found[1, rows] = _detectable(se, df, level, power)

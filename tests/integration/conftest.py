@@ -10,7 +10,9 @@ both, and a suite that skips there would pass without testing anything.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import docker
 import docker.errors
@@ -21,7 +23,13 @@ from matrix.build.images import ImageResult, docker_client, ensure_image
 from matrix.errors import EnvironmentFailure
 from matrix.plan.config import load_config
 from matrix.plan.environments import Environment, expand
-from tests.integration.docker_matrix import BASE_IMAGE, MATRIX_YAML
+from tests.integration.docker_matrix import (
+    BASE_IMAGE,
+    FOUR_TF_YAML,
+    MATRIX_YAML,
+    OLD_BASE_IMAGE,
+    matrix,
+)
 
 CPU_ENV = next(
     e
@@ -80,3 +88,40 @@ def venv_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Where the venv backend's virtual environments live (`<root>/venvs/<env id>-<hash>`),
     shared by the modules that run it: a TensorFlow venv takes minutes to make."""
     return tmp_path_factory.mktemp("venv-build")
+
+
+class Sweep(NamedTuple):
+    """A `matrix run` the tests share: its records, its report, how it ended and took."""
+
+    run_dir: Path
+    report: Path
+    done: Any  # subprocess.CompletedProcess
+    seconds: float
+
+
+@pytest.fixture(scope="session")
+def four_tf_sweep(
+    docker_engine: docker.DockerClient,
+    cpu_image: ImageResult,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Sweep:
+    """`matrix run` over four TF minors (docker_matrix.FOUR_TF_YAML), as a user runs it; the
+    longest test of the suite (three TensorFlow images to build), so the session runs it once."""
+    try:
+        docker_engine.images.get(OLD_BASE_IMAGE)
+    except docker.errors.ImageNotFound:
+        pytest.fail(
+            f"the four-TF sweep needs the base image {OLD_BASE_IMAGE}: build it with `sudo "
+            "dockerfiles/base/build-base-image.sh bullseye` (as `make test` does)",
+            pytrace=False,
+        )
+    cwd = tmp_path_factory.mktemp("four-tf")
+    (cwd / "matrix.yaml").write_text(FOUR_TF_YAML)
+    start = time.monotonic()
+    done = matrix(cwd, "run", "--run-id", "four-tf", timeout=3600)
+    return Sweep(
+        cwd / "results" / "four-tf",
+        cwd / "reports" / "four-tf" / "index.html",
+        done,
+        time.monotonic() - start,
+    )

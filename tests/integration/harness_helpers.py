@@ -10,6 +10,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 FLOAT_FORMATS = ("savedmodel", "savedmodel-keras", "h5", "keras", "weights-h5", "tflite")
+# The environment of a run whose TFLite save aborts its process (tests/integration/faults/).
+ABORTING_TFLITE = {
+    "PYTHONPATH": os.pathsep.join(
+        p
+        for p in (str(ROOT / "tests" / "integration" / "faults"), os.environ.get("PYTHONPATH"))
+        if p
+    )
+}
 
 
 def harness_cmd(out: Path, *args: str, run_id: str = "test") -> list[str]:
@@ -29,10 +37,14 @@ def harness_cmd(out: Path, *args: str, run_id: str = "test") -> list[str]:
 
 
 def run_harness(
-    out: Path, *args: str, env: dict[str, str] | None = None, timeout: int = 900
+    out: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    timeout: int = 900,
+    run_id: str = "test",
 ) -> subprocess.CompletedProcess:
     return subprocess.run(
-        harness_cmd(out, *args),
+        harness_cmd(out, *args, run_id=run_id),
         capture_output=True,
         text=True,
         cwd=ROOT,

@@ -102,13 +102,14 @@ def write_lines(run_dir: Path, records: list[dict[str, Any]]) -> Path:
 
 
 def is_measured(record: dict[str, Any], fmt: str) -> bool:
-    """A trial that enters the statistics of format `fmt` (see matrix.results.dataset.measured)."""
+    """A trial that may enter the statistics of format `fmt`: one load per process, forked or
+    fresh (matrix.results.dataset.measured picks one of the two per cell)."""
     return (
         record["kind"] == "trial"
         and record["format"] == fmt
         and record["status"] == "ok"
         and record["phase"] == "measure"
-        and record["process"] == "fresh"
+        and record["process"] in ("fresh", "forked")
     )
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from matrix.results.runs import run_dirs
-from tests.integration.harness_helpers import FLOAT_FORMATS, ROOT
+from tests.integration.harness_helpers import ABORTING_TFLITE, FLOAT_FORMATS, ROOT
 
 MATRIX = [sys.executable, "-m", "matrix"]
 
@@ -72,7 +72,7 @@ def test_a_run_shows_progress_and_a_table_and_keeps_records(tmp_path: Path) -> N
 
 
 def test_a_cell_error_exits_1_and_every_other_record_is_written(tmp_path: Path) -> None:
-    """The TFLite save aborts (test-only hook calling the real os.abort in the save worker)."""
+    """The TFLite save aborts (a test double calling the real os.abort in the save worker)."""
     proc = matrix_run(
         tmp_path,
         "--models",
@@ -85,7 +85,7 @@ def test_a_cell_error_exits_1_and_every_other_record_is_written(tmp_path: Path) 
         "1",
         "--warmup",
         "0",
-        env={"HARNESS_TEST_ABORT_ARTIFACT": "tflite"},
+        env=ABORTING_TFLITE,
     )
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "SIGABRT" in proc.stdout

@@ -17,25 +17,21 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import re
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from scipy.stats import t as t_dist
 from scipy.stats import ttest_ind
 from typer.testing import CliRunner
 
 from matrix.cli import app
 from matrix.report.compare import compare_runs
-from matrix.results import dataset, stats
+from matrix.results import stats
 from matrix.results.dataset import load_runs
 from matrix.results.stats import ALPHA, POWER, THRESHOLD, judge, padded, repeats_needed, row_tests
 from tests.conftest import ENV_ID
@@ -341,90 +337,27 @@ def _one_scipy_call_per_pair(pairs: list[tuple[list[float], list[float]]]) -> li
     ]
 
 
-@pytest.fixture
-def worker(monkeypatch: pytest.MonkeyPatch):
-    """A worker of its own for the test (`start_tests`), shut down after it."""
-    monkeypatch.setattr(stats, "_tester", None)
-    stats.start_tests()
-    started = stats._tester
-    yield started
-    started.shutdown()
+def _mdc_by_scipy_stats(pairs: list[tuple[list[float], list[float]]]) -> list[float]:
+    """The minimal detectable change of each pair with scipy.stats' t quantiles, one at a time."""
+    out = []
+    for a, b in pairs:
+        if min(len(a), len(b)) < 2:
+            out.append(math.nan)
+            continue
+        share_a, share_b = (np.var(np.log(s), ddof=1) / len(s) for s in (a, b))
+        se = math.sqrt(share_a + share_b)
+        df = (share_a + share_b) ** 2 / (share_a**2 / (len(a) - 1) + share_b**2 / (len(b) - 1))
+        out.append(math.expm1((t_dist.ppf(1 - ALPHA / 2, df) + t_dist.ppf(POWER, df)) * se))
+    return out
 
 
-def _p(pairs: list[tuple[list[float], list[float]]]) -> list[float]:
-    return row_tests(padded([a for a, _ in pairs]), padded([b for _, b in pairs]))[0].tolist()
-
-
-@pytest.mark.parametrize("where", ["here", "worker"])
-def test_batched_p_values_equal_scipys_welch_test_per_pair(where: str, request) -> None:
-    if where == "worker":
-        request.getfixturevalue("worker")
+def test_batched_tests_equal_scipy_stats_per_pair() -> None:
+    """p and the MDC, computed for all rows at once with scipy.special's t distribution, are
+    what scipy.stats gives one pair at a time."""
     pairs = _pairs()
-    assert _p(pairs) == pytest.approx(_one_scipy_call_per_pair(pairs), nan_ok=True)
-
-
-def test_a_killed_worker_leaves_the_tests_to_this_process(worker) -> None:
-    os.kill(worker.submit(os.getpid).result(), signal.SIGKILL)
-    pairs = _pairs()
-    assert _p(pairs) == pytest.approx(_one_scipy_call_per_pair(pairs), nan_ok=True)
-    assert stats._tester is None
-
-
-def _running(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return False
-    return state != "Z"
-
-
-@pytest.mark.parametrize("end", ["raise SystemExit('failed')", "os._exit(1)"])
-def test_a_command_ending_while_the_worker_imports_leaves_no_process(end: str) -> None:
-    """`matrix` fails while scipy is still being imported, or ends with os._exit as its console
-    script does (no interpreter teardown, so concurrent.futures never stops the worker)."""
-    code = (
-        "import multiprocessing, os; from matrix.results import stats; stats.start_tests(); "
-        "print(*[p.pid for p in multiprocessing.active_children()], flush=True); " + end
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=Path(__file__).parents[2],
-    )
-    assert done.returncode == 1
-    (pid,) = map(int, done.stdout.split())
-    deadline = time.monotonic() + 30
-    while _running(pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not _running(pid)
-
-
-def test_a_big_load_starts_the_worker_and_compare_tests_there(
-    tmp_path: Path, record, jsonl, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    for name, scale in (("a", 1.0), ("b", 1.5)):
-        (tmp_path / name).mkdir()
-        jsonl(
-            tmp_path / name / f"{ENV_ID}.jsonl",
-            [
-                record("trial", model="m", format="h5", cache_mode="warm", load_s=scale * i)
-                for i in (1.0, 1.01, 1.02, 1.03, 1.04)
-            ],
-        )
-    monkeypatch.setattr(stats, "_tester", None)
-    here = compare_runs(load_runs([tmp_path / "a"]), load_runs([tmp_path / "b"])).cells
-    assert stats._tester is None  # 2 kB of records: not worth a worker
-    monkeypatch.setattr(dataset, "BIG_LOAD", 0)
-    loaded = [load_runs([tmp_path / name]) for name in ("a", "b")]
-    assert stats._tester is not None
-    try:
-        in_worker = compare_runs(*loaded).cells
-    finally:
-        stats._tester.shutdown()
-    assert in_worker.to_dict("records") == here.to_dict("records")
-    assert here["verdict"].tolist() == ["slower"]
+    p, mdc = row_tests(padded([a for a, _ in pairs]), padded([b for _, b in pairs]))
+    assert p.tolist() == pytest.approx(_one_scipy_call_per_pair(pairs), nan_ok=True)
+    assert mdc.tolist() == pytest.approx(_mdc_by_scipy_stats(pairs), nan_ok=True)
 
 
 @pytest.mark.parametrize(

@@ -19,12 +19,13 @@ import pytest
 from docker.types import DeviceRequest
 
 from matrix.execute.backends.docker import (
+    ARTIFACT_CACHE_MOUNT,
     RUN_LABEL,
+    DockerBackend,
     prepare_host_files,
     run_request,
     start_container,
 )
-from matrix.execute.provisioners import DockerProvisioner
 from matrix.execute.run_plan import RunPlan
 from matrix.plan.config import load_config
 from matrix.plan.environments import Environment, expand
@@ -167,6 +168,27 @@ def test_the_container_has_no_network(docker_engine, cpu_image, tmp_path: Path) 
     assert "'lo'" in output and "eth0" not in output
 
 
+def test_each_image_sees_only_its_own_artifact_cache(tmp_path: Path) -> None:
+    """The request alone (no engine): one cache folder per image tag, read-write, and the
+    harness told where it is; another image's container gets another folder."""
+    env = next(iter(expand(load_config(None, {"tf": ["2.21"], "python": ["3.11"]}))[0]))
+    plan = RunPlan(config=load_config(None, {"results_dir": str(tmp_path)}), run_id="cache")
+    requests = [run_request(env, plan, tag) for tag in ("tflm:a", "tflm:b")]
+    caches = [
+        {
+            host: bind
+            for host, bind in r["host"]["binds"].items()
+            if bind["bind"] == ARTIFACT_CACHE_MOUNT
+        }
+        for r in requests
+    ]
+    assert [len(c) for c in caches] == [1, 1] and caches[0].keys() != caches[1].keys()
+    (folder, bind), _ = (next(iter(c.items())) for c in caches)
+    assert bind["mode"] == "rw" and Path(folder).parent == tmp_path.absolute() / ".artifact-cache"
+    command = requests[0]["command"]
+    assert command[command.index("--artifact-cache") + 1] == ARTIFACT_CACHE_MOUNT
+
+
 def test_gpu_cells_request_every_gpu_and_are_skipped_without_nvidia(docker_engine) -> None:
     """No GPU exists here: the request sent to the engine is checked, and the plan skips."""
     config = load_config(None, {"tf": ["2.21"], "python": ["3.11"], "device": ["cpu", "gpu"]})
@@ -176,7 +198,7 @@ def test_gpu_cells_request_every_gpu_and_are_skipped_without_nvidia(docker_engin
     assert request["host"]["device_requests"] == [DeviceRequest(count=-1, capabilities=[["gpu"]])]
     assert request["host"]["cap_drop"] == ["ALL"] and "cap_add" not in request["host"]
     assert request["host"]["network_mode"] == "none"
-    environments, skipped = DockerProvisioner(docker_engine, Path("build")).plan(config)
+    environments, skipped = DockerBackend(docker_engine, Path("build"), None).environments(config)
     assert [e.id for e in environments] == ["tf2.21-py3.11-cpu"]
     assert [s.id for s in skipped] == ["tf2.21-py3.11-gpu"]
     assert "no NVIDIA runtime" in skipped[0].reason

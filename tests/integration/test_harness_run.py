@@ -15,6 +15,7 @@ from harness import cache
 from harness.catalog import FORMATS, SCHEMA_VERSION
 from harness.runner import COLD_MIN_READ_FRACTION
 from tests.integration.harness_helpers import (
+    ABORTING_TFLITE,
     FLOAT_FORMATS,
     ROOT,
     of_kind,
@@ -202,6 +203,9 @@ def test_rounds_interleave_formats_and_warmup_is_flagged(tiny_run):
     assert rounds == sorted(rounds), "a round must finish before the next starts"
     warm, measure = ([r for r in trials if r["round"] == n] for n in (0, 1))
     assert {r["phase"] for r in warm} == {"warmup"} and {r["phase"] for r in measure} == {"measure"}
+    # A forked cell's measured round also has its fresh-process control: leave those out.
+    process = {(r["format"], r["cache_mode"]): r["process"] for r in warm}
+    measure = [r for r in measure if r["process"] == process[(r["format"], r["cache_mode"])]]
     cells = [(r["format"], r["cache_mode"]) for r in warm]
     assert sorted(cells) == sorted((r["format"], r["cache_mode"]) for r in measure)
     assert cells != [(r["format"], r["cache_mode"]) for r in measure], "order reshuffled"
@@ -219,8 +223,8 @@ def test_records_doc_names_every_field_written(tiny_run):
 def aborting_run(tmp_path_factory):
     """The TFLite converter aborts the save worker (as LLVM does); the rest must go on.
 
-    The abort is injected with HARNESS_TEST_ABORT_ARTIFACT, a test-only hook that calls the real
-    os.abort() in the real worker: no GPU or broken wheel is needed to reproduce the crash.
+    The abort is a test double (`ABORTING_TFLITE`): the real save worker, whose `tflite` saver
+    calls the real os.abort(); no GPU or broken wheel is needed to reproduce the crash.
     """
     out = tmp_path_factory.mktemp("abort")
     proc = run_harness(
@@ -237,7 +241,7 @@ def aborting_run(tmp_path_factory):
         "0",
         "--process",
         "both",
-        env={"HARNESS_TEST_ABORT_ARTIFACT": "tflite"},
+        env=ABORTING_TFLITE,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return read_records(out)
@@ -385,10 +389,11 @@ def test_bad_names_and_values_fail_in_one_line(tmp_path: Path):
 def test_cold_cells_without_a_way_to_drop_caches_are_unsupported(tmp_path: Path) -> None:
     """Not root, no host to ask: `cold` cannot be produced, and says what would allow it."""
     from harness.catalog import parse_model
-    from harness.runner import COLD_REFUSED, ModelArtifacts, Options, Run, Saved
+    from harness.contract import RunSpec
+    from harness.runner import COLD_REFUSED, ModelArtifacts, Run, Saved
 
     run = Run(
-        Options(
+        RunSpec(
             out=str(tmp_path),
             run_id="r",
             env_id="e",

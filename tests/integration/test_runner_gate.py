@@ -1,8 +1,6 @@
-"""The start gate for real: our own start-up work overlaps the harness's start, never its run.
-
-A real harness (this interpreter's TensorFlow, the local backend) is launched by `execute`;
-while the orchestrator's `meanwhile` work runs, the harness process is alive but has written
-no record — not even its plan — and once the gate opens it runs to the end as usual.
+"""The start gate for real: a launched harness (this interpreter's TensorFlow, the local
+backend) waits, alive, until the sweep opens its gate, having written no record — not even its
+plan — and once the gate opens it runs to the end as usual.
 """
 
 from __future__ import annotations
@@ -12,14 +10,16 @@ from pathlib import Path
 
 from rich.console import Console
 
+from matrix.execute.backends import Prepared
 from matrix.execute.backends.local import LocalBackend
-from matrix.execute.harness_run import execute
+from matrix.execute.harness_run import HarnessRun, wait_any
+from matrix.execute.progress import SweepProgress
 from matrix.execute.run_plan import RunPlan
 from matrix.plan.config import load_config
 from matrix.results.reader import is_complete, read_jsonl
 
 
-def test_the_harness_waits_at_its_gate_while_the_orchestrator_works(tmp_path: Path) -> None:
+def test_the_real_harness_waits_at_its_gate_until_it_opens(tmp_path: Path) -> None:
     config = load_config(
         None,
         {
@@ -32,17 +32,18 @@ def test_the_harness_waits_at_its_gate_while_the_orchestrator_works(tmp_path: Pa
         },
     )
     plan = RunPlan(config=config, run_id="gate-test")
-    backend = LocalBackend()
-    records = plan.run_dir / f"{backend.env_id()}.jsonl"
-    seen: dict[str, object] = {}
-
-    def meanwhile() -> None:
-        time.sleep(1.5)  # far longer than the harness needs to reach its gate
-        seen["records_written"] = records.exists()
-        seen["gate_open"] = plan.start_gate(backend.env_id()).exists()
-
-    outcome = execute(plan, backend, backend.env_id(), Console(quiet=True), meanwhile)
-    assert seen == {"records_written": False, "gate_open": False}
+    backend = LocalBackend.create(config, tmp_path)
+    (env,), _ = backend.environments(config)
+    with SweepProgress(Console(quiet=True)) as progress:
+        run = HarnessRun(plan, backend, Prepared(env), progress.bar(env.id))
+        with run:
+            time.sleep(1.5)  # far longer than the harness needs to reach its gate
+            assert run.harness.poll() is None  # alive, waiting
+            assert not plan.records_file(env.id).exists()
+            run.start()
+            while not wait_any([run]):
+                pass
+            outcome = run.finish()
     assert outcome.returncode == 0, outcome.log_file.read_text()
-    assert is_complete(read_jsonl(records).records)
-    assert not plan.start_gate(backend.env_id()).exists()  # removed: nothing left in the run
+    assert is_complete(read_jsonl(plan.records_file(env.id)).records)
+    assert not plan.start_gate(env.id).exists()  # removed: nothing left in the run

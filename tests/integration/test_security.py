@@ -32,15 +32,14 @@ from harness.records import dump_json, open_regular
 from matrix.build.dockerfile import HARNESS_UID
 from matrix.cli import app
 from matrix.execute import hostdrop
+from matrix.execute.backends import Prepared
 from matrix.execute.backends.docker import (
     DockerBackend,
     container_name,
     prepare_host_files,
-    remove_run_containers,
     run_request,
     start_container,
 )
-from matrix.execute.provisioners import Prepared
 from matrix.execute.run_plan import RunPlan
 from matrix.execute.sweep import Sweep, finished_before
 from matrix.plan.config import load_config
@@ -194,25 +193,16 @@ sys.exit(1)
 '''
 
 
-class HostileImages:
-    """The sweep's provisioner with a harness stand-in as every environment's image: the real
-    DockerBackend (mounts, user, host calls) runs it, so only the harness is swapped."""
-
-    name = "docker"
+class HostileImages(DockerBackend):
+    """The docker backend with a harness stand-in as every environment's image: its real
+    launch (mounts, user, host calls) runs it, so only the harness is swapped."""
 
     def __init__(self, client, tag: str) -> None:
-        self._client, self._tag = client, tag
+        super().__init__(client, Path("unused"), hostdrop.route())
+        self._tag = tag
 
     def prepare(self, env, log, on_line) -> Prepared:
-        return Prepared(
-            self._tag,
-            False,
-            0.0,
-            backend=DockerBackend(self._client, env, self._tag, hostdrop.route()),
-        )
-
-    def cleanup(self, run_id: str) -> str:
-        return f"removed {remove_run_containers(self._client, run_id)} container(s)"
+        return Prepared(env, self._tag)
 
 
 def attack_report(log: Path) -> dict:

@@ -17,8 +17,8 @@ import pytest
 from rich.console import Console
 
 from matrix.build.venvs import ensure_venv
+from matrix.execute.backends.venv import VenvBackend
 from matrix.execute.harness_run import HarnessRun
-from matrix.execute.provisioners import VenvProvisioner
 from matrix.execute.run_plan import RunPlan
 from matrix.execute.sweep import Sweep
 from matrix.plan.config import load_config
@@ -165,8 +165,8 @@ def test_auto_picks_venv_when_no_docker_daemon_answers(
 
 def test_a_python_missing_here_is_skipped_with_the_reason() -> None:
     config = load_config(None, {"tf": "2.12,2.21", "python": "3.9,3.11"})
-    provisioner = VenvProvisioner(Path("unused"), {"3.11": find_pythons()["3.11"]})
-    environments, skipped = provisioner.plan(config)
+    backend = VenvBackend(Path("unused"), {"3.11": find_pythons()["3.11"]})
+    environments, skipped = backend.environments(config)
     assert [e.id for e in environments] == ["tf2.12-py3.11-cpu", "tf2.21-py3.11-cpu"]
     reasons = {s.id: s.reason for s in skipped}
     assert set(reasons) == {"tf2.12-py3.9-cpu", "tf2.21-py3.9-cpu"}
@@ -176,7 +176,7 @@ def test_a_python_missing_here_is_skipped_with_the_reason() -> None:
 
 def test_gpu_cells_are_skipped_without_a_gpu() -> None:
     config = load_config(None, {"tf": "2.21", "python": "3.11", "device": "cpu,gpu"})
-    environments, skipped = VenvProvisioner(Path("unused"), find_pythons()).plan(config)
+    environments, skipped = VenvBackend(Path("unused"), find_pythons()).environments(config)
     assert [e.id for e in environments] == ["tf2.21-py3.11-cpu"]
     assert [s.id for s in skipped] == ["tf2.21-py3.11-gpu"]
     assert "nvidia-smi not found" in skipped[0].reason
@@ -219,7 +219,7 @@ def test_the_next_environment_starts_while_the_last_is_torn_down(
         return record
 
     monkeypatch.setattr(HarnessRun, "__init__", spy("launched", HarnessRun.__init__))
-    monkeypatch.setattr(HarnessRun, "measure", spy("measured", HarnessRun.measure))
+    monkeypatch.setattr(HarnessRun, "start", spy("started", HarnessRun.start))
     monkeypatch.setattr(HarnessRun, "finish", spy("released", HarnessRun.finish))
     config = load_config(
         None,
@@ -235,18 +235,18 @@ def test_the_next_environment_starts_while_the_last_is_torn_down(
             "inference_runs": 1,
         },
     )
-    provisioner = VenvProvisioner(venv_root, find_pythons())
-    environments, skipped = provisioner.plan(config)
+    backend = VenvBackend(venv_root, find_pythons())
+    environments, skipped = backend.environments(config)
     plan = RunPlan(config=config, run_id="schedule")
-    outcomes = Sweep(plan, provisioner, environments, skipped, Console(quiet=True)).run()
+    outcomes = Sweep(plan, backend, environments, skipped, Console(quiet=True)).run()
     assert [o.status for o in outcomes] == ["ok", "ok"]
     first, second = ENVS
     assert steps == [
         ("launched", first),
-        ("measured", first),
+        ("started", first),
         ("launched", second),
         ("released", first),
-        ("measured", second),
+        ("started", second),
         ("released", second),
     ]
     for env_id in ENVS:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ from typer.testing import CliRunner
 
 from harness.catalog import FORMATS
 from matrix.cli import app
+from matrix.errors import ExitCode
 
 
 def _run(*args: str):
@@ -29,7 +31,8 @@ def _run(*args: str):
         ),
         (
             ["--backend", "kubernetes"],
-            "error: --backend: must be 'local', 'docker', 'venv' or 'auto' (got 'kubernetes')",
+            "error: --backend: must be 'local', 'docker', 'venv', 'ray' or 'auto' "
+            "(got 'kubernetes')",
         ),
         (
             ["--models", "missing/model.keras"],
@@ -85,7 +88,7 @@ def test_a_flag_overrides_a_bad_file_value(in_tmp: Path) -> None:
     (in_tmp / "matrix.yaml").write_text("repeats: 0\n")
     result = _run("--repeats", "2", "--backend", "none")
     assert result.stderr == (
-        "error: --backend: must be 'local', 'docker', 'venv' or 'auto' (got 'none')\n"
+        "error: --backend: must be 'local', 'docker', 'venv', 'ray' or 'auto' (got 'none')\n"
     )
 
 
@@ -99,6 +102,20 @@ def test_help_documents_the_exit_codes() -> None:
         "3  the backend could not run the harness",
     ]:
         assert line in result.stdout
+
+
+def test_the_readme_table_lists_exactly_the_exit_codes_of_the_enum() -> None:
+    """Each command's --help epilog takes its numbers from `ExitCode`; the README's table is
+    the one copy written by hand, so it is checked against the enum here."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## Exit codes\n", 1)[1].split("\n## ", 1)[0]
+    listed = [int(code) for code in re.findall(r"^\| (\d+) \|", section, flags=re.M)]
+    assert listed == sorted({int(code) for code in ExitCode})
+
+
+def test_regression_is_an_explicit_alias_of_code_1() -> None:
+    assert ExitCode.REGRESSION is ExitCode.CELLS_FAILED
+    assert "REGRESSION" not in [code.name for code in ExitCode]  # aliases are not iterated
 
 
 def test_python_dash_m_matrix_is_the_same_cli() -> None:
@@ -123,8 +140,8 @@ def test_cli_startup_imports_neither_pandas_nor_tensorflow() -> None:
     assert result.stdout.strip() == "[]"
 
 
-def test_local_harness_failure_is_exit_3_with_its_log_on_stderr(tmp_path: Path) -> None:
-    """A local harness that fails shows its log's end and exits 3, not a traceback.
+def test_local_harness_failure_is_exit_3_in_one_line(tmp_path: Path) -> None:
+    """A local harness that fails exits 3 with one line naming its cause and its log.
 
     A `tensorflow` package that raises on import shadows the real one in the harness's
     processes only (PYTHONPATH reaches them; `matrix` itself never imports TensorFlow), so the
@@ -162,6 +179,9 @@ def test_local_harness_failure_is_exit_3_with_its_log_on_stderr(tmp_path: Path) 
         env={**os.environ, "PYTHONPATH": str(shadow.parent)},
     )
     assert proc.returncode == 3, proc.stderr[-2000:]
-    assert "Traceback" not in proc.stderr
-    assert "planted: tensorflow is broken" in proc.stderr
-    assert "error: the harness exited with code 1" in proc.stderr
+    assert proc.stderr.count("\n") == 1, proc.stderr  # one line: no traceback, no log dump
+    assert proc.stderr.startswith("error: local-tf")
+    assert "the harness exited with code 1: ImportError: planted: tensorflow is broken" in (
+        proc.stderr
+    )
+    assert "full log: " in proc.stderr

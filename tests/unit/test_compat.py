@@ -25,7 +25,7 @@ def test_every_minor_from_2_2_to_2_21_is_present_in_version_order() -> None:
 
 @pytest.mark.parametrize(
     ("minor", "pythons"),
-    [  # tf-compat.md §1a, latest patch's cpXY
+    [  # the latest patch's cpXY wheels on PyPI
         ("2.2", ("3.6", "3.7", "3.8")),
         ("2.5", ("3.7", "3.8", "3.9")),
         ("2.11", ("3.8", "3.9", "3.10")),
@@ -121,7 +121,7 @@ def test_keras3_pins(minor: str, keras: str) -> None:
 
 
 def test_keras_is_lowered_where_the_pinned_release_has_no_wheel_for_the_python() -> None:
-    # keras 3.13 requires Python >= 3.11 (tf-compat.md §1b); TF 2.21 still supports 3.10
+    # keras 3.13 requires Python >= 3.11 (its METADATA on PyPI); TF 2.21 still supports 3.10
     assert TABLE.root["2.21"].keras_for("3.10") == "keras~=3.12.0"
     assert TABLE.root["2.21"].keras_for("3.11") == "keras==3.13.2"
 

@@ -263,7 +263,7 @@ def test_unsafe_or_impossible_axis_values_are_one_line_errors(
         ),
         (
             "backend: kubernetes\n",
-            "matrix.yaml: backend: must be 'local', 'docker', 'venv' or 'auto'",
+            "matrix.yaml: backend: must be 'local', 'docker', 'venv', 'ray' or 'auto'",
         ),
     ],
 )

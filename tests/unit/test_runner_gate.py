@@ -1,9 +1,9 @@
-"""The start gate: our own start-up work overlaps the harness's start, never its run.
+"""The start gate: a launched harness waits, alive, until the sweep opens its gate.
 
-A harness is launched by the sweep; while the orchestrator's `meanwhile` work runs, the harness
-process is alive but has written no record — not even its plan — and once the gate opens it runs
-to the end as usual. The harness here is the fake one (tests/unit/fake_backend.py), which waits
-at its gate with the real harness's own `wait_for_start`.
+That is what lets the next environment's harness start while the last one is torn down: held
+at its gate it has written no record — not even its plan — and once the gate opens it runs to
+the end as usual. The harness here is the fake one (tests/unit/fake_backend.py), which waits at
+its gate with the real harness's own `wait_for_start`.
 """
 
 from __future__ import annotations
@@ -13,28 +13,30 @@ from pathlib import Path
 
 from rich.console import Console
 
+from matrix.execute.backends import Prepared
+from matrix.execute.harness_run import HarnessRun, wait_any
+from matrix.execute.progress import SweepProgress
 from matrix.execute.run_plan import RunPlan
-from matrix.execute.sweep import Sweep
 from matrix.plan.config import load_config
 from matrix.results.reader import is_complete, read_jsonl
 from tests.unit.fake_backend import FakeBackend
 
 
-def test_the_harness_waits_at_its_gate_while_the_orchestrator_works(tmp_path: Path) -> None:
+def test_a_launched_harness_waits_at_its_gate_until_it_opens(tmp_path: Path) -> None:
     config = load_config(None, {"results_dir": str(tmp_path), "models": "dense-10k"})
     plan = RunPlan(config=config, run_id="gate-test")
     backend = FakeBackend({})
-    (env,), _ = backend.plan(config)
-    seen: dict[str, object] = {}
-
-    def meanwhile() -> None:
-        time.sleep(1.5)  # far longer than the harness needs to reach its gate
-        seen["launched"] = backend.events == [f"launched {env.id}"]
-        seen["records_written"] = plan.records_file(env.id).exists()
-        seen["gate_open"] = plan.start_gate(env.id).exists()
-
-    (outcome,) = Sweep(plan, backend, [env], [], Console(quiet=True), meanwhile).run()
-    assert seen == {"launched": True, "records_written": False, "gate_open": False}
-    assert outcome.status == "ok", (plan.run_dir / f"{env.id}.log").read_text()
+    (env,), _ = backend.environments(config)
+    with SweepProgress(Console(quiet=True)) as progress:
+        run = HarnessRun(plan, backend, Prepared(env), progress.bar(env.id))
+        with run:
+            time.sleep(1.5)  # far longer than the harness needs to reach its gate
+            assert run.harness.poll() is None  # alive, waiting
+            assert not plan.records_file(env.id).exists()
+            run.start()
+            while not wait_any([run]):
+                pass
+            outcome = run.finish()
+    assert outcome.returncode == 0, outcome.log_file.read_text()
     assert is_complete(read_jsonl(plan.records_file(env.id)).records)
     assert not plan.start_gate(env.id).exists()  # removed: nothing left in the run

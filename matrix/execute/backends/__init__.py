@@ -1,67 +1,180 @@
-"""Where the harness runs. A backend knows one kind of environment; the runner does the rest.
+"""Where the harness runs: one interface for this interpreter, venvs, containers and clusters.
 
-Only `local` (this interpreter's own TensorFlow) exists so far. Every backend must produce the
-same thing, `<run_dir>/<env_id>.jsonl`, so progress, records and summary never depend on which
-one ran.
+A backend plans the environments it can make, prepares (builds or finds) each, and launches its
+harness; the sweep (`matrix.execute.sweep`) does the rest the same way for all of them, so
+progress, resume, failure records and Ctrl-C never depend on where the harness ran. Every
+backend delivers the same thing: `<run_dir>/<env_id>.jsonl` on the orchestrating machine.
 """
 
 from __future__ import annotations
 
+import abc
+import importlib
 from collections.abc import Callable
-from typing import IO, Protocol
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any, ClassVar
 
-from matrix.errors import ConfigError
-from matrix.execute.backends.local import LocalBackend
+from rich.console import Console
+from rich.markup import escape
+
+from matrix.errors import ConfigError, EnvironmentFailure
 from matrix.execute.run_plan import RunPlan
+from matrix.plan.config import MatrixConfig
+from matrix.plan.environments import Environment, Skipped
+
+# name -> "module:class", imported only when chosen: the docker SDK or Ray load for their own
+# backend alone, and `matrix` starts without either.
+BACKENDS: dict[str, str] = {
+    "local": "matrix.execute.backends.local:LocalBackend",
+    "venv": "matrix.execute.backends.venv:VenvBackend",
+    "docker": "matrix.execute.backends.docker:DockerBackend",
+    "ray": "matrix.execute.backends.ray:RayBackend",
+}
 
 
-class RunningHarness(Protocol):
-    """A started harness: enough to watch it and to stop it (`subprocess.Popen` is one)."""
+@dataclass(frozen=True)
+class Prepared:
+    """An environment made ready on this machine, or why it could not be."""
 
+    env: Environment
+    ref: str = ""  # the image tag or the venv's folder; "" when nothing is made here
+    built: bool = False  # made now; False when found by content, or when nothing is made
+    seconds: float = 0.0
+    reason: str = ""  # one line, when preparing failed: the environment is `build-failed`
+
+
+@dataclass
+class Ended:
+    """What a harness handle knows about its end beyond the exit code (defaults: nothing)."""
+
+    prepared: Prepared | None = None  # the environment as made where the harness ran, if there
+    reason: str = ""  # one line on why it failed, when the exit code does not say it
+    recorded: bool = False  # its `failure` record is in the records file already
+    retry: bool = False  # run the environment once more (its machine was lost): the backend's call
+    details: dict[str, Any] = field(default_factory=dict)  # more for the manifest, e.g. its node
+
+
+class Harness(abc.ABC):
+    """A launched harness, waiting at its start gate: enough to watch it, serve it, stop it.
+
+    `wait` raises subprocess.TimeoutExpired after `timeout`, as `Popen.wait` does. Leaving the
+    `with` block releases it (`release`: a container is removed) whatever happened.
+    """
+
+    @abc.abstractmethod
     def poll(self) -> int | None: ...
 
-    def wait(self, timeout: float | None = None) -> int:
-        """The exit code; raises subprocess.TimeoutExpired after `timeout`, as Popen does."""
+    @abc.abstractmethod
+    def wait(self, timeout: float | None = None) -> int: ...
 
+    @abc.abstractmethod
     def interrupt(self) -> None:
-        """Deliver Ctrl-C to the harness, if the terminal's did not reach it already."""
+        """Stop it after the record it is writing (the Ctrl-C `matrix` got, passed on)."""
 
+    @abc.abstractmethod
     def terminate(self) -> None: ...
 
+    @abc.abstractmethod
     def kill(self) -> None: ...
 
-    def __enter__(self) -> RunningHarness: ...
+    @abc.abstractmethod
+    def release(self) -> None:
+        """Free what it holds, stopping it if it still runs; a second call does nothing."""
 
-    def __exit__(self, *exc_info: object) -> None:
-        """Release what the harness held (a container is removed); Popen waits for it."""
+    def serve(self) -> None:  # noqa: B027 (a hook: most harnesses need nothing served)
+        """Called every poll while it runs: answer what it asks of the host (host calls), or
+        bring its records here (a harness on another machine)."""
 
+    def ended(self, returncode: int) -> Ended:
+        """How it ended, once it exited with `returncode`."""
+        return Ended()
 
-class Backend(Protocol):
-    """One kind of environment the harness can run in."""
+    def __enter__(self) -> Harness:
+        return self
 
-    name: str
-
-    def check(self) -> None:
-        """Raise EnvironmentFailure, naming the fix, if this backend cannot run the harness."""
-
-    def env_id(self) -> str:
-        """Stable id of the environment, e.g. `local-tf2.21-py3.11-cpu`; names its files."""
-
-    def launch(self, plan: RunPlan, env_id: str, log: IO[bytes]) -> RunningHarness:
-        """Start the harness for `plan`, its stdout and stderr going to `log`."""
-
-    def serve(self, plan: RunPlan, env_id: str) -> None:
-        """Called every poll while the harness runs: answer what it asks of the host."""
-
-
-BACKENDS: dict[str, Callable[[], Backend]] = {"local": LocalBackend}
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release()
 
 
-def get_backend(name: str) -> Backend:
+class Backend(abc.ABC):
+    """One kind of environment the harness runs in (see the module docstring)."""
+
+    name: ClassVar[str]
+    makes: ClassVar[str] = ""  # what `prepare` makes, announced per environment ("image")
+    slots: int = 1  # environments measured at once; on one machine never more than one
+
+    @classmethod
+    @abc.abstractmethod
+    def create(cls, config: MatrixConfig, build_root: Path) -> Backend:
+        """The backend, ready to plan; EnvironmentFailure naming the fix if it cannot run the
+        harness here. Called before the run's lock and folder exist, so a run that cannot
+        start leaves nothing behind."""
+
+    @abc.abstractmethod
+    def environments(self, config: MatrixConfig) -> tuple[list[Environment], list[Skipped]]:
+        """The environments this backend can make, and the rest skipped with a reason."""
+
+    def prepare(self, env: Environment, log: Path, on_line: Callable[[str], None]) -> Prepared:
+        """Build or find `env` here, its output going to `log` and line by line to `on_line`.
+        By default there is nothing to make (this interpreter; an environment made where it
+        runs)."""
+        return Prepared(env)
+
+    @abc.abstractmethod
+    def launch(self, plan: RunPlan, ready: Prepared, log: IO[bytes]) -> Harness:
+        """Start the harness of `ready.env` held at its start gate, its output going to `log`."""
+
+    def reclaim(self) -> str:
+        """Once the run holds its lock: remove what runs killed outright left behind, which
+        would measure beside this one; says what it removed ("" for nothing)."""
+        return ""
+
+    def cleanup(self, run_id: str) -> str:
+        """After Ctrl-C, every harness released: remove what the run still left; says what."""
+        return ""
+
+
+def backend_class(name: str) -> type[Backend]:
     """The backend called `name`, or a one-line error naming the ones that exist."""
     try:
-        return BACKENDS[name]()
+        module, _, attribute = BACKENDS[name].partition(":")
     except KeyError:
         raise ConfigError(
             f"--backend: unknown backend {name!r}; choose from {', '.join(BACKENDS)}"
         ) from None
+    found: type[Backend] = getattr(importlib.import_module(module), attribute)
+    return found
+
+
+def create_backend(config: MatrixConfig, build_root: Path, console: Console) -> Backend:
+    """The matrix's backend, created. `auto` means Docker when a daemon answers, else a venv
+    per environment; the choice is said, with why."""
+    if config.backend != "auto":
+        return backend_class(config.backend).create(config, build_root)
+    try:
+        backend = backend_class("docker").create(config, build_root)
+    except EnvironmentFailure as exc:
+        if config.isolation == "container":
+            raise EnvironmentFailure(
+                "--isolation container needs a Docker daemon and none "
+                "answers: start it, or use --isolation process"
+            ) from None
+        console.print(f"backend auto: venv ({escape(str(exc).split(':')[0])})")
+        return backend_class("venv").create(config, build_root)
+    console.print("backend auto: docker (a Docker daemon answers)")
+    return backend
+
+
+def skip_gpu(
+    environments: list[Environment], skipped: list[Skipped], reason: str
+) -> list[Environment]:
+    """Move every GPU environment to `skipped` (in place) with `reason`; the CPU ones remain."""
+    skipped += [Skipped(env.id, reason) for env in environments if env.device == "gpu"]
+    return [env for env in environments if env.device != "gpu"]

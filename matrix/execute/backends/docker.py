@@ -22,7 +22,7 @@ import re
 import stat
 import subprocess
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -35,12 +35,17 @@ from harness.hostcalls import CALLS_DIR_ENV, SERVES_ENV, Handler, serve_host_cal
 from harness.records import open_regular
 from matrix.build.dockerfile import HARNESS_UID
 from matrix.execute import hostdrop
+from matrix.execute.backends import Backend, Harness, Prepared, skip_gpu
 from matrix.execute.lock import holder_token
 from matrix.execute.run_plan import RunPlan
-from matrix.plan.environments import Environment
+from matrix.execute.stopping import remove_dead_runs_containers
+from matrix.plan.config import MatrixConfig
+from matrix.plan.environments import Environment, Skipped, expand
+from matrix.plan.inputs import check_folder
 
 RESULTS_MOUNT = "/results"
 ARTIFACTS_MOUNT = "/artifacts"
+ARTIFACT_CACHE_MOUNT = "/artifact-cache"  # the image's own artifact cache (harness.artifact_cache)
 USER_FILES_MOUNT = "/user-files"
 RUN_LABEL = "tf-load-matrix.run"
 TRIAL_LABEL = "tf-load-matrix.trial"
@@ -48,6 +53,10 @@ TRIAL_LABEL = "tf-load-matrix.trial"
 # gone,
 # the next run removes the container (matrix.execute.stopping).
 HOLDER_LABEL = "tf-load-matrix.holder"
+NO_GPU_RUNTIME = (
+    "no NVIDIA runtime on this Docker host (`docker info` lists {runtimes}); "
+    "install the NVIDIA Container Toolkit to run GPU cells"
+)
 
 
 def container_name(run_id: str, env_id: str) -> str:
@@ -93,10 +102,12 @@ def user_files(plan: RunPlan) -> dict[str, str]:
     return files
 
 
-def mounts(env: Environment, plan: RunPlan) -> dict[str, dict[str, str]]:
+def mounts(env: Environment, plan: RunPlan, tag: str = "") -> dict[str, dict[str, str]]:
     """Everything of the host a container of `env` sees (`binds`: host path or volume name →
     where it appears). The records file and both folders are the host's (`prepare_host_files`):
-    a container cannot rename or remove a mount point, so it can never swap one for a link."""
+    a container cannot rename or remove a mount point, so it can never swap one for a link.
+    With the image's `tag`, its artifact cache too: its own folder, which no other image's
+    container sees."""
     run_dir = plan.run_dir.absolute()
     gate = plan.start_gate(env.id).absolute()
     calls = host_calls_dir(plan, env.id).absolute()
@@ -104,13 +115,23 @@ def mounts(env: Environment, plan: RunPlan) -> dict[str, dict[str, str]]:
         str(run_dir / f"{env.id}.jsonl"): {"bind": f"{RESULTS_MOUNT}/{env.id}.jsonl", "mode": "rw"},
         str(calls): {"bind": f"{RESULTS_MOUNT}/{calls.name}", "mode": "rw"},
         str(gate.parent): {"bind": f"{RESULTS_MOUNT}/{gate.parent.name}", "mode": "ro"},
-        container_name(plan.run_id, env.id): {"bind": ARTIFACTS_MOUNT, "mode": "rw"},
     }
+    savers = plan.reads_artifacts_of(env.id)
+    for saver in savers:  # a cross-load: every saver's volume, read-only, and none of its own
+        binds[container_name(plan.run_id, saver)] = {
+            "bind": f"{ARTIFACTS_MOUNT}/{saver}",
+            "mode": "ro",
+        }
+    if not savers:
+        binds[container_name(plan.run_id, env.id)] = {"bind": ARTIFACTS_MOUNT, "mode": "rw"}
+        if tag:
+            cache = plan.artifact_cache(f"docker:{tag}").absolute()
+            binds[str(cache)] = {"bind": ARTIFACT_CACHE_MOUNT, "mode": "rw"}
     binds |= {path: {"bind": seen, "mode": "ro"} for path, seen in user_files(plan).items()}
     return binds
 
 
-def prepare_host_files(plan: RunPlan, env_id: str) -> None:
+def prepare_host_files(plan: RunPlan, env_id: str, tag: str = "") -> None:
     """Create what `mounts` binds from the run folder, handed to the container's user.
 
     The records file is new (O_EXCL: an earlier attempt's was set aside by the sweep); the
@@ -128,6 +149,8 @@ def prepare_host_files(plan: RunPlan, env_id: str) -> None:
         if not stat.S_ISDIR(folder.lstat().st_mode):
             raise OSError(f"{folder} is not a folder; remove it")
     os.chown(host_calls_dir(plan, env_id), uid, uid, follow_symlinks=False)
+    if tag:
+        os.chown(plan.artifact_cache(f"docker:{tag}"), uid, uid, follow_symlinks=False)
 
 
 def run_request(env: Environment, plan: RunPlan, tag: str, host_calls: Sequence[str] = ()) -> dict:
@@ -139,7 +162,7 @@ def run_request(env: Environment, plan: RunPlan, tag: str, host_calls: Sequence[
     """
     host: dict[str, Any] = {
         "network_mode": "none",
-        "binds": mounts(env, plan),
+        "binds": mounts(env, plan, tag),
         "cap_drop": ["ALL"],
         "security_opt": ["no-new-privileges"],
         "group_add": [str(HARNESS_UID)],
@@ -155,7 +178,11 @@ def run_request(env: Environment, plan: RunPlan, tag: str, host_calls: Sequence[
         "environment": environment,
         "entrypoint": None,  # the image's own: python3 -m harness
         "command": plan.harness_args(
-            env.id, out=RESULTS_MOUNT, work=ARTIFACTS_MOUNT, seen=user_files(plan)
+            env.id,
+            out=RESULTS_MOUNT,
+            work=ARTIFACTS_MOUNT,
+            seen=user_files(plan),
+            artifact_cache=ARTIFACT_CACHE_MOUNT if not plan.reads_artifacts_of(env.id) else "",
         ),
         "name": container_name(plan.run_id, env.id),
         "labels": {
@@ -215,15 +242,18 @@ def start_container(client: Any, request: dict, **overrides: Any) -> Any:
     return client.containers.prepare_model({"Id": created["Id"]})
 
 
-class ContainerHarness:
-    """A running harness container behind the same surface as `subprocess.Popen`.
+class ContainerHarness(Harness):
+    """A running harness container behind the same surface as a harness process.
 
-    Its output is copied to the run's log by a thread; leaving the `with` block removes the
-    container whatever happened, so Ctrl-C never leaves one behind.
+    Its output is copied to the run's log by a thread; `release` removes the container
+    whatever happened, so Ctrl-C never leaves one behind. Every poll it answers the
+    container's host calls (`services`), which it may not do itself.
     """
 
-    def __init__(self, container: Any, log: IO[bytes]) -> None:
-        self._container = container
+    def __init__(
+        self, container: Any, log: IO[bytes], calls: Path, services: dict[str, Handler]
+    ) -> None:
+        self._container, self._calls, self._services = container, calls, services
         self._copier = threading.Thread(target=self._copy_logs, args=(log,), daemon=True)
         self._copier.start()
         # One blocking `docker wait` in a thread: the exit is seen the moment it happens,
@@ -266,43 +296,72 @@ class ContainerHarness:
     def kill(self) -> None:
         self._container.kill()
 
-    def __enter__(self) -> ContainerHarness:
-        return self
+    def serve(self) -> None:
+        if self._services:
+            serve_host_calls(str(self._calls), self._services)
 
-    def __exit__(self, *exc_info: object) -> None:
+    def release(self) -> None:
         with contextlib.suppress(NotFound):
             self._container.remove(force=True)
         self._copier.join(timeout=5)
 
 
-class DockerBackend:
-    """Run the harness in the image built for one environment."""
+class DockerBackend(Backend):
+    """An image per environment (`matrix.build.images`), a container per run of the harness."""
 
     name = "docker"
+    makes = "image"
 
-    def __init__(self, client: Any, env: Environment, tag: str, drop_route: str | None) -> None:
-        self._client, self._env, self._tag = client, env, tag
+    def __init__(self, client: Any, build_root: Path, drop_route: str | None) -> None:
+        self._client, self._build_root = client, build_root
         self._drop_route = (
             drop_route  # how this host drops the page cache (matrix.execute.hostdrop)
         )
 
-    def check(self) -> None:
-        """The image was built (or found) just before; nothing else can be missing."""
+    @classmethod
+    def create(cls, config: MatrixConfig, build_root: Path) -> DockerBackend:
+        """A daemon must answer (EnvironmentFailure naming the fix); the cache-drop route is
+        found once, for every container of the run."""
+        from matrix.build.images import docker_client
 
-    def env_id(self) -> str:
-        return self._env.id
+        check_folder("--build-dir", build_root)
+        return cls(docker_client(), build_root, hostdrop.route())
 
-    def launch(self, plan: RunPlan, env_id: str, log: IO[bytes]) -> ContainerHarness:
-        prepare_host_files(plan, env_id)
-        request = run_request(self._env, plan, self._tag, host_calls=sorted(self._services(plan)))
-        return ContainerHarness(start_container(self._client, request), log)
+    def environments(self, config: MatrixConfig) -> tuple[list[Environment], list[Skipped]]:
+        """GPU cells need the engine's NVIDIA runtime: without it they are skipped, up front."""
+        environments, skipped = expand(config)
+        if any(env.device == "gpu" for env in environments):
+            runtimes = sorted(self._client.info().get("Runtimes", {}))
+            if "nvidia" not in runtimes:
+                reason = NO_GPU_RUNTIME.format(runtimes=", ".join(runtimes) or "none")
+                environments = skip_gpu(environments, skipped, reason)
+        return environments, skipped
 
-    def serve(self, plan: RunPlan, env_id: str) -> None:
-        services = self._services(plan)
-        if services:
-            serve_host_calls(str(host_calls_dir(plan, env_id)), services)
+    def prepare(self, env: Environment, log: Path, on_line: Callable[[str], None]) -> Prepared:
+        from matrix.build.images import ensure_image
 
-    def _services(self, plan: RunPlan) -> dict[str, Handler]:
+        image = ensure_image(self._client, env, self._build_root, log, on_line=on_line)
+        if image.status != "ok":
+            reason = f"image build failed: {image.reason}"
+            return Prepared(env, image.tag, False, image.seconds, reason)
+        return Prepared(env, image.tag, image.built, image.seconds)
+
+    def launch(self, plan: RunPlan, ready: Prepared, log: IO[bytes]) -> ContainerHarness:
+        env, tag = ready.env, ready.ref
+        prepare_host_files(plan, env.id, tag)
+        services = self._services(plan, env, tag)
+        request = run_request(env, plan, tag, host_calls=sorted(services))
+        container = start_container(self._client, request)
+        return ContainerHarness(container, log, host_calls_dir(plan, env.id), services)
+
+    def reclaim(self) -> str:
+        runs = remove_dead_runs_containers(self._client)
+        return f"removed the containers left by ended run(s) {', '.join(runs)}" if runs else ""
+
+    def cleanup(self, run_id: str) -> str:
+        return f"removed {remove_run_containers(self._client, run_id)} container(s)"
+
+    def _services(self, plan: RunPlan, env: Environment, tag: str) -> dict[str, Handler]:
         """What the harness container may ask of this host: page-cache drops (when the host
         can drop it) and, with `isolation: container`, each trial run in a fresh container, so
         no trial inherits another's container state."""
@@ -310,15 +369,15 @@ class DockerBackend:
         if self._drop_route:
             services["drop"] = self._drop_caches
         if plan.config.isolation == "container":
-            services["trial"] = lambda call: self._run_trial(plan, call)
+            services["trial"] = lambda call: self._run_trial(plan, env, tag, call)
         return services
 
     def _drop_caches(self, _call: dict) -> dict:
         hostdrop.drop(str(self._drop_route))
         return {}
 
-    def _run_trial(self, plan: RunPlan, call: dict) -> dict:
-        request = trial_request(self._env, plan, self._tag, call)
+    def _run_trial(self, plan: RunPlan, env: Environment, tag: str, call: dict) -> dict:
+        request = trial_request(env, plan, tag, call)
         return run_trial_container(self._client, request, float(call["timeout_s"]))
 
 

@@ -1,42 +1,79 @@
 """The venv backend: run the harness in a virtual environment made for one environment.
 
-For hosts without Docker. Each environment id gets its own venv (see `matrix.build.venvs`), holding
-the same pinned TensorFlow the environment's Dockerfile installs; the harness runs there as a
-child process exactly as the local backend runs it, with the same cache modes and records. The
-harness drops the page cache itself when it may (root), else evicts the artifact's pages and
-records which method it used.
+For hosts without Docker. Each environment id gets its own venv (see `matrix.build.venvs`),
+holding the same pinned TensorFlow the environment's Dockerfile installs, made from this host's
+own Pythons; the harness runs there as a child process exactly as the local backend runs it,
+with the same cache modes and records. The harness drops the page cache itself when it may
+(root), else evicts the artifact's pages and records which method it used.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
 from typing import IO
 
-from matrix.build.venvs import VenvResult
+from matrix.build.venvs import VenvResult, ensure_venv
+from matrix.execute.backends import Backend, Prepared, skip_gpu
 from matrix.execute.backends.local import HarnessProcess, launch_harness
 from matrix.execute.run_plan import RunPlan
-from matrix.plan.environments import Environment
+from matrix.plan.config import MatrixConfig
+from matrix.plan.environments import Environment, Skipped, expand
+from matrix.plan.inputs import check_folder
+from matrix.plan.pythons import find_pythons
+
+NO_GPU_VENV = (
+    "no NVIDIA GPU on this host (nvidia-smi not found): the venv backend runs GPU "
+    "cells only where TensorFlow can see a GPU; use --cpu"
+)
+NO_PYTHON = (
+    "Python {python} is not installed on this host (found: {found}); install "
+    "python{python}, or run this cell with --backend docker"
+)
 
 
-class VenvBackend:
-    """Run the harness with the interpreter of one environment's venv."""
+class VenvBackend(Backend):
+    """A virtual environment per environment, from this host's Pythons."""
 
     name = "venv"
+    makes = "virtual environment"
 
-    def __init__(self, env: Environment, venv: VenvResult) -> None:
-        self._env, self._venv = env, venv
+    def __init__(self, build_root: Path, pythons: dict[str, Path]) -> None:
+        self._build_root, self._pythons = build_root, pythons
+        self._venvs: dict[str, VenvResult] = {}  # by environment id, once made
 
-    def check(self) -> None:
-        """The venv was made (or found complete) just before; nothing else can be missing."""
+    @classmethod
+    def create(cls, config: MatrixConfig, build_root: Path) -> VenvBackend:
+        check_folder("--build-dir", build_root)
+        return cls(build_root, find_pythons())
 
-    def env_id(self) -> str:
-        return self._env.id
+    def environments(self, config: MatrixConfig) -> tuple[list[Environment], list[Skipped]]:
+        """Only Pythons present here can make a venv; `python: auto` picks among them."""
+        environments, skipped = expand(config, pythons=self._pythons)
+        if shutil.which("nvidia-smi") is None:
+            environments = skip_gpu(environments, skipped, NO_GPU_VENV)
+        found = ", ".join(self._pythons) or "none"
+        missing = [env for env in environments if env.python not in self._pythons]
+        skipped += [
+            Skipped(env.id, NO_PYTHON.format(python=env.python, found=found)) for env in missing
+        ]
+        return [env for env in environments if env not in missing], skipped
 
-    def launch(self, plan: RunPlan, env_id: str, log: IO[bytes]) -> HarnessProcess:
-        environ = dict(os.environ) | dict(self._env.env_vars)
-        environ["PYTHONPATH"] = str(self._venv.harness_path)
+    def prepare(self, env: Environment, log: Path, on_line: Callable[[str], None]) -> Prepared:
+        venv = ensure_venv(env, self._pythons[env.python], self._build_root, log, on_line)
+        if venv.status != "ok":
+            reason = f"virtual environment failed: {venv.reason}"
+            return Prepared(env, str(venv.path), False, venv.seconds, reason)
+        self._venvs[env.id] = venv
+        return Prepared(env, str(venv.path), venv.built, venv.seconds)
+
+    def launch(self, plan: RunPlan, ready: Prepared, log: IO[bytes]) -> HarnessProcess:
+        venv = self._venvs[ready.env.id]
+        environ = dict(os.environ) | dict(ready.env.env_vars)
+        environ["PYTHONPATH"] = str(venv.harness_path)
         environ.pop("PYTHONHOME", None)
-        return launch_harness(str(self._venv.python), plan.harness_args(env_id), log, environ)
-
-    def serve(self, plan: RunPlan, env_id: str) -> None:
-        """The harness drops caches itself (or records why it cannot)."""
+        cache = plan.artifact_cache(f"venv:{venv.path.absolute()}")
+        args = plan.harness_args(ready.env.id, artifact_cache=str(cache.absolute()))
+        return launch_harness(str(venv.python), args, log, environ)

@@ -126,3 +126,32 @@ document.addEventListener("click", function (ev) {
   pickB.addEventListener("change", render);
   render();
 })();
+
+// Axis views: a tab per axis; the figure and cache pickers choose which panels are shown.
+// Without script the page shows the first axis at its default figure (the others stay hidden).
+(function () {
+  const controls = document.getElementById("axis-controls");
+  if (!controls) return;
+  const tabs = Array.from(controls.querySelectorAll("[role=tab]"));
+  const metric = document.getElementById("axis-metric");
+  const cache = document.getElementById("axis-cache");
+  function show() {
+    const selected = tabs.find(function (t) { return t.getAttribute("aria-selected") === "true"; });
+    document.querySelectorAll(".axis-view").forEach(function (view) {
+      view.hidden = view.dataset.axis !== selected.dataset.axis;
+    });
+    document.querySelectorAll(".axis-view figure").forEach(function (fig) {
+      fig.hidden = fig.dataset.metric !== metric.value ||
+        (cache !== null && fig.dataset.cache !== cache.value);
+    });
+  }
+  tabs.forEach(function (tab) {
+    tab.addEventListener("click", function () {
+      tabs.forEach(function (t) { t.setAttribute("aria-selected", String(t === tab)); });
+      show();
+    });
+  });
+  metric.addEventListener("change", show);
+  if (cache) cache.addEventListener("change", show);
+  show();
+})();

@@ -1,0 +1,122 @@
+"""`matrix run --cross-load`: every loader environment loads what every other one saved.
+
+After the sweep, each selected loader that ran runs `python -m harness crossload` over the
+artifacts of every other environment that ran, through the same backend and the same `Sweep`
+as its own run (progress, Ctrl-C, manifest, `--resume`), with its records in the run's
+`crossload/` folder: the environments' own records and cells stay exactly as they were. Docker
+mounts each saver's artifact volume read-only; a venv reads the saver's artifact folder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+
+from harness.records import dump_json
+from matrix.execute.backends import Backend
+from matrix.execute.run_plan import RunPlan
+from matrix.execute.sweep import FINISHED, EnvOutcome, Sweep
+from matrix.plan.environments import Environment
+from matrix.results.reader import CROSSLOAD_DIR, read_jsonl
+
+SAVERS_FILE = "saved-by.json"  # in a loader's folder: the harness's `--saved-by`
+
+
+@dataclass(frozen=True)
+class CrossLoadPlan(RunPlan):
+    """The run's plan as its cross-load step sees it: records under `crossload/`, and each
+    loader's harness given the savers (`savers`: `--saved-by` entries, one per saver). A loader
+    is one of its savers: its own artifacts are loaded in the same shuffled rounds as the
+    others', so the times of a grid's column were measured alike (its diagonal)."""
+
+    savers: tuple[dict[str, Any], ...] = ()
+
+    @property
+    def run_dir(self) -> Path:
+        return self.config.results_dir / self.run_id / CROSSLOAD_DIR
+
+    def reads_artifacts_of(self, env_id: str) -> tuple[str, ...]:
+        return tuple(s["env_id"] for s in self.savers)
+
+    def harness_args(
+        self,
+        env_id: str,
+        out: str | None = None,
+        work: str = "",
+        seen: Any = None,
+        artifact_cache: str = "",
+    ) -> list[str]:
+        """`crossload` with the run's arguments; `work` is where the savers' folders are (in a
+        container: their volumes' mount points), by default each harness's own artifacts
+        folder of the run, `<run>/artifacts/<saver>`. A cross-load saves nothing: no
+        `artifact_cache`."""
+        out = out or str(self.run_dir.absolute())
+        work = work or str((self.run_dir.parent / "artifacts").absolute())
+        args = super().harness_args(env_id, out, work, seen)
+        folder = self.env_dir(env_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        dump_json(str(folder / SAVERS_FILE), {"savers": list(self.savers)})
+        return ["crossload", *args[1:], "--saved-by", f"{out}/{folder.name}/{SAVERS_FILE}"]
+
+
+def loaders_selected(env_id: str, globs: str) -> bool:
+    """Whether `env_id` matches one of the comma-separated `globs` (`cross_load`)."""
+    return any(fnmatchcase(env_id, part.strip()) for part in globs.split(",") if part.strip())
+
+
+def saver_entry(records_file: Path) -> dict[str, Any] | None:
+    """A saver as the harness's `--saved-by` names it, from its own records: its versions and
+    the formats it saved; None if it wrote no environment record (nothing to load)."""
+    records = read_jsonl(records_file).records
+    env = next((r for r in records if r.get("kind") == "environment"), None)
+    if env is None:
+        return None
+    saved: dict[str, list[str]] = {}
+    for r in records:
+        if r.get("kind") == "artifact" and r.get("status") == "ok":
+            saved.setdefault(str(r.get("model")), []).append(str(r.get("format")))
+    return {
+        "env_id": str(env.get("env_id")),
+        "tensorflow": str(env.get("tensorflow")),
+        "keras": str(env.get("keras")),
+        "keras_impl": str(env.get("keras_impl")),
+        "saved": saved,
+    }
+
+
+def cross_load(
+    plan: RunPlan,
+    backend: Backend,
+    environments: list[Environment],
+    outcomes: list[EnvOutcome],
+    console: Console,
+) -> list[EnvOutcome]:
+    """Run the cross-load step after the sweep; its outcomes (none when fewer than two
+    environments ran, as there is nothing to cross)."""
+    ran = {o.env_id for o in outcomes if o.status in FINISHED}
+    found = [saver_entry(plan.records_file(env.id)) for env in environments if env.id in ran]
+    savers = tuple(s for s in found if s is not None)
+    loaders = [
+        env
+        for env in environments
+        if env.id in ran
+        and loaders_selected(env.id, plan.config.cross_load)
+        and any(s["env_id"] != env.id for s in savers)
+    ]
+    if not loaders:
+        console.print(
+            "[yellow]cross-load[/]: nothing to do: it needs two environments that ran, "
+            f"one of them selected by {escape(plan.config.cross_load)!r}"
+        )
+        return []
+    console.print(
+        f"[bold]cross-load[/]: {len(loaders)} loader(s) × the artifacts of "
+        f"{len(savers)} environment(s), records in {escape(str(plan.run_dir / CROSSLOAD_DIR))}/"
+    )
+    cross = CrossLoadPlan(config=plan.config, run_id=plan.run_id, savers=savers)
+    return Sweep(cross, backend, loaders, [], console).run()
