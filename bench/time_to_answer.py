@@ -1,25 +1,29 @@
 """Time to a trustworthy answer: the fixed-repeat fresh-process loop beside the new default.
 
-Runs, on this machine in one go and on the same cells: (A) `python -m harness run` as before
-(fixed repeats, every trial a fresh process, every artifact saved; it also fills an artifact
-cache), then (B) the new default (`--repeats auto`, forked warm / cold-model trials with fresh
-controls, artifacts reused from that cache). Prints both wall times, each cell's median and the
-precision it reached, and the verdict rule's judgement of B's medians against A's.
+Runs on this machine in one go, on the same cells: `fixed`, the loop as it was (fixed repeats,
+every trial a fresh process, every artifact saved, which also fills an artifact cache); then
+`default`, what `python -m harness run` does now by default (forked warm / cold-model trials
+with fresh-process controls, artifacts reused from that cache); with `--auto` also `auto`
+(`--repeats auto`). Prints wall times, each cell's median and the precision it reached, the
+verdict rule's judgement of each run's medians against `fixed`'s, and what a trial cost.
+All runs use one copy of the harness, so the cache key (which hashes the harness's code) cannot
+change between them while the tree is being edited.
 
 Usage: python bench/time_to_answer.py [--models MobileNetV2] [--formats h5,keras,savedmodel,tflite]
-           [--cache warm,cold-model] [--repeats 5] [--max-repeats 20] [--out DIR] [--analyse]
+           [--cache warm,cold-model] [--repeats 5] [--auto] [--out DIR] [--analyse]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -31,33 +35,52 @@ from harness import precision  # noqa: E402
 from matrix.results import stats  # noqa: E402
 
 ENV_ID = "bench"
+RUNS = ("fixed", "default", "auto")
+Cell = tuple[str, str, str]  # model, format, cache mode
 
 
-def run(out: Path, run_id: str, args: list[str]) -> float:
-    """Wall seconds of one harness run (its records in `out`)."""
+def run(out: Path, harness: Path, run_id: str, args: list[str]) -> None:
+    """One harness run (records in `out/run_id`), its wall time in `wall_s` beside them."""
     began = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, "-m", "harness", "run", "--out", str(out), "--run-id", run_id,
+        [sys.executable, "-m", "harness", "run", "--out", str(out / run_id), "--run-id", run_id,
          "--env-id", ENV_ID, *args],
-        cwd=ROOT,
+        cwd=harness,
+        env={**os.environ, "PYTHONPATH": str(harness)},
         capture_output=True,
         text=True,
     )  # fmt: skip
-    wall = time.monotonic() - began
     if proc.returncode != 0:
         sys.exit(f"harness run {run_id} failed: {proc.stderr[-2000:]}")
-    (out / "wall_s").write_text(f"{wall}\n")
-    return wall
+    (out / run_id / "wall_s").write_text(f"{time.monotonic() - began}\n")
 
 
-def read_records(out: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in (out / f"{ENV_ID}.jsonl").read_text().splitlines()]
+def read_records(folder: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (folder / f"{ENV_ID}.jsonl").read_text().splitlines()]
+
+
+def of_kind(records: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [r for r in records if r["kind"] == kind]
+
+
+def cells(records: list[dict[str, Any]]) -> dict[Cell, tuple[str, list[float]]]:
+    """Per cell: the process its statistics come from (the one with more ok measured loads,
+    as matrix.results.dataset.measured picks it) and those loads."""
+    loads: dict[Cell, dict[str, list[float]]] = {}
+    for r in of_kind(records, "trial"):
+        if r["status"] == "ok" and r["phase"] == "measure" and r["process"] != "reused":
+            cell = (r["model"], r["format"], r["cache_mode"])
+            loads.setdefault(cell, {}).setdefault(r["process"], []).append(r["load_s"])
+    return {
+        cell: max(sorted(by_process.items()), key=lambda item: len(item[1]))
+        for cell, by_process in loads.items()
+    }
 
 
 def trial_seconds(records: list[dict[str, Any]]) -> dict[tuple[str, str, str, str], float]:
     """Mean wall time of one trial per (model, format, cache mode, process), cache preparation
     included: the time from the previous record to the trial's (records carry whole seconds,
-    so each figure is good to about a second over a cell's few trials)."""
+    so each figure is good to about a second over a cell's trials)."""
     spent: dict[tuple[str, str, str, str], list[float]] = {}
     previous = None
     for r in records:
@@ -69,27 +92,9 @@ def trial_seconds(records: list[dict[str, Any]]) -> dict[tuple[str, str, str, st
     return {key: statistics.mean(values) for key, values in spent.items()}
 
 
-def of_kind(records: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
-    return [r for r in records if r["kind"] == kind]
-
-
-def cells(records: list[dict[str, Any]]) -> dict[tuple[str, str, str], tuple[str, list[float]]]:
-    """Per (model, format, cache mode): the process its statistics come from (the one with
-    more ok measured loads) and those loads."""
-    loads: dict[tuple[str, str, str], dict[str, list[float]]] = {}
-    for r in of_kind(records, "trial"):
-        if r["status"] == "ok" and r["phase"] == "measure" and r["process"] != "reused":
-            key = (r["model"], r["format"], r["cache_mode"])
-            loads.setdefault(key, {}).setdefault(r["process"], []).append(r["load_s"])
-    return {
-        key: max(by_process.items(), key=lambda item: len(item[1]))
-        for key, by_process in loads.items()
-    }
-
-
 def precision_text(samples: list[float]) -> str:
     half = precision.relative_half_width(samples)
-    return f"±{half:.1%}" if half is not None else "n<6: none"
+    return f"±{half:.0%}" if half is not None else "n<6"
 
 
 def main(argv: list[str]) -> int:
@@ -98,92 +103,86 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--formats", default="h5,keras,savedmodel,tflite")
     parser.add_argument("--cache", default="warm,cold-model")
     parser.add_argument("--repeats", default="5", help="the fixed loop's repeats (+1 warm-up)")
-    parser.add_argument("--max-repeats", default=str(precision.MAX_REPEATS))
+    parser.add_argument("--auto", action="store_true", help="also run with --repeats auto")
     parser.add_argument("--out", default="", help="keep the runs here (default: a temp folder)")
     parser.add_argument("--analyse", action="store_true", help="only print --out's comparison")
     args = parser.parse_args(argv)
     out = Path(args.out or tempfile.mkdtemp(prefix="time-to-answer-"))
     if not args.analyse:
-        cache = out / "artifact-cache"
+        harness = out / "code"
+        shutil.copytree(
+            ROOT / "harness", harness / "harness", ignore=shutil.ignore_patterns("*.pyc")
+        )
         common = ["--models", args.models, "--formats", args.formats, "--cache", args.cache]
-        common += ["--warmup", "1", "--artifact-cache", str(cache)]
-        fixed_args = [*common, "--repeats", args.repeats, "--trial-process", "fresh"]
-        run(out / "fixed", "fixed", [*fixed_args, "--fresh-artifacts"])
-        auto_args = [*common, "--repeats", "auto", "--max-repeats", args.max_repeats]
-        run(out / "auto", "auto", [*auto_args, "--trial-process", "forked"])
+        common += ["--artifact-cache", str(out / "artifact-cache")]
+        fixed = ["--repeats", args.repeats, "--warmup", "1", "--trial-process", "fresh"]
+        run(out, harness, "fixed", [*common, *fixed, "--fresh-artifacts"])
+        run(out, harness, "default", common)
+        if args.auto:
+            run(out, harness, "auto", [*common, "--repeats", "auto"])
     analyse(out)
     return 0
 
 
 def analyse(out: Path) -> None:
-    """Print the comparison of the two runs in `out`."""
-    wall_a, wall_b = (float((out / name / "wall_s").read_text()) for name in ("fixed", "auto"))
-    fixed, auto = read_records(out / "fixed"), read_records(out / "auto")
-
+    """Print the comparison of the runs in `out` with its `fixed` one."""
+    found = {name: read_records(out / name) for name in RUNS if (out / name / "wall_s").exists()}
+    wall = {name: float((out / name / "wall_s").read_text()) for name in found}
+    fixed = found["fixed"]
     saved_s = sum(r.get("save_s") or 0 for r in of_kind(fixed, "artifact"))
-    reused = sum(bool(r.get("reused")) for r in of_kind(auto, "artifact"))
-    print(f"runs in {out}")
-    for name, wall, written in (("fixed", wall_a, fixed), ("auto", wall_b, auto)):
-        trials = of_kind(written, "trial")
-        (env,), (done,) = of_kind(written, "environment"), of_kind(written, "done")
+    print(f"runs in {out}; the fixed run saved its artifacts in {saved_s:.1f} s")
+    for name, records in found.items():
+        (env,), (done,) = of_kind(records, "environment"), of_kind(records, "done")
+        reused = sum(bool(r.get("reused")) for r in of_kind(records, "artifact"))
+        speed = f"{env['calibration_s'] * 1e3:.0f} → {done['calibration_end_s'] * 1e3:.0f} ms"
         print(
-            f"{name:>5}: wall {wall:7.1f} s, {len(trials)} trial records, calibration "
-            f"{env['calibration_s'] * 1e3:.0f} → {done['calibration_end_s'] * 1e3:.0f} ms"
+            f"{name:>8}: wall {wall[name]:7.1f} s ({wall[name] / wall['fixed']:.2f} of fixed), "
+            f"{len(of_kind(records, 'trial'))} trials, {reused} artifacts reused, "
+            f"calibration {speed}"
         )
-    print(
-        f"auto / fixed wall time: {wall_b / wall_a:.2f} (auto reused {reused} artifacts; "
-        f"saving them took the fixed run {saved_s:.1f} s: auto on a first run ≈ "
-        f"{(wall_b + saved_s) / wall_a:.2f})"
-    )
-    for check in of_kind(auto, "fork_check"):
-        print(
-            f"fork check: {check['verdict']} over {check.get('pairs')} pairs, fresh/forked − 1 "
-            f"= {check.get('change')}, interval [{check.get('change_low')}, "
-            f"{check.get('change_high')}], fallback {check['fallback']}"
-        )
+        for check in of_kind(records, "fork_check"):
+            interval = [check.get("change_low"), check.get("change_high")]
+            print(
+                f"          fork check {check['verdict']} over {check.get('pairs')} pairs: "
+                f"fresh / forked − 1 = {check.get('change')}, 95 % interval {interval}"
+            )
+    base = cells(fixed)
+    for name in (n for n in found if n != "fixed"):
+        compare(name, base, cells(found[name]), found[name])
+    cost = {name: trial_seconds(records) for name, records in found.items()}
+    print("\nseconds per trial, cache preparation included (whole-second record times):")
+    for (model, fmt, mode, _), fresh_s in sorted(cost["fixed"].items()):
+        others = [
+            f"{name} {process} {seconds:5.1f}"
+            for name in found
+            if name != "fixed"
+            for (m, f, c, process), seconds in sorted(cost[name].items())
+            if (m, f, c) == (model, fmt, mode)
+        ]
+        print(f"  {model}/{fmt}/{mode}: fixed fresh {fresh_s:5.1f}; " + "; ".join(others))
 
-    a, b = cells(fixed), cells(auto)
-    shared = sorted(set(a) & set(b))
-    reached = {
-        (r["model"], r["format"], r["cache_mode"]): r["reached"] for r in of_kind(auto, "precision")
-    }
-    verdicts = stats.judge([(a[key][1], b[key][1]) for key in shared])
+
+def compare(name: str, base: dict[Cell, Any], other: dict[Cell, Any], records: list) -> None:
+    """One run's cells against the fixed run's: medians, precision, the verdict rule."""
+    shared = sorted(set(base) & set(other))
+    reached = {(r["model"], r["format"], r["cache_mode"]): r for r in of_kind(records, "precision")}
+    verdicts = stats.judge([(base[cell][1], other[cell][1]) for cell in shared])
     print(
-        f"\n{'cell':<34} {'fixed n':>7} {'median':>8} {'precision':>10}   "
-        f"{'auto':>6} {'n':>3} {'median':>8} {'precision':>10} {'max?':>5}   "
-        f"{'auto/fixed':>10} verdict"
+        f"\n{name} against fixed\n{'cell':<34} {'n':>3} {'median':>7} {'±95%':>5}   "
+        f"{'process':>7} {'n':>3} {'median':>7} {'±95%':>5} {'max':>3}   {'ratio':>5} verdict"
     )
-    for key, change in zip(shared, verdicts):
-        (_, loads_a), (process_b, loads_b) = a[key], b[key]
+    for cell, change in zip(shared, verdicts):
+        (_, loads_a), (process, loads_b) = base[cell], other[cell]
+        hit_max = reached.get(cell, {}).get("reached") is False
         print(
-            f"{'/'.join(key):<34} {len(loads_a):>7} {statistics.median(loads_a):>8.3f} "
-            f"{precision_text(loads_a):>10}   {process_b:>6} {len(loads_b):>3} "
-            f"{statistics.median(loads_b):>8.3f} {precision_text(loads_b):>10} "
-            f"{'max' if reached.get(key) is False else '':>5}   "
-            f"{change.median_b / change.median_a:>10.3f} {change.verdict}"
+            f"{'/'.join(cell):<34} {len(loads_a):>3} {statistics.median(loads_a):>7.3f} "
+            f"{precision_text(loads_a):>5}   {process:>7} {len(loads_b):>3} "
+            f"{statistics.median(loads_b):>7.3f} {precision_text(loads_b):>5} "
+            f"{'max' if hit_max else '':>3}   {change.median_b / change.median_a:>5.2f} "
+            f"{change.verdict}"
         )
-    agree = sum(c.verdict == "same" for c in verdicts)
-    print(f"\n{agree} of {len(shared)} cells `same` by the verdict rule (threshold 20 %)")
-    # What the auto run's trials would have cost as fresh processes (the fixed run's cost of a
-    # trial of each cell): the part of the difference due to forking, apart from the stopping.
-    cost_a, cost_b = trial_seconds(fixed), trial_seconds(auto)
-    counted = Counter(
-        (r["model"], r["format"], r["cache_mode"], r["process"])
-        for r in of_kind(auto, "trial")
-        if "round" in r
-    )
-    as_fresh = sum(n * cost_a.get((m, f, c, "fresh"), 0.0) for (m, f, c, _), n in counted.items())
-    spent = sum(n * cost_b.get(trial, 0.0) for trial, n in counted.items())
-    print(
-        f"auto's {sum(counted.values())} trials took ≈{spent:.0f} s; as fresh processes they "
-        f"would have taken ≈{as_fresh:.0f} s (per-trial cost of each cell in the fixed run)"
-    )
-    for (model, fmt, mode, _), fresh_s in sorted(cost_a.items()):
-        forked = cost_b.get((model, fmt, mode, "forked"))
-        print(
-            f"  {model}/{fmt}/{mode:<20} fresh trial ≈{fresh_s:5.1f} s"
-            + (f", forked ≈{forked:5.1f} s" if forked is not None else "")
-        )
+    same = sum(c.verdict == "same" for c in verdicts)
+    print(f"{same} of {len(shared)} cells `same` by the verdict rule (threshold 20 %)")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""`python -m harness run …`: the harness's command line, the same in every image.
+"""`python -m harness run …` (and `crossload …`, harness.crossload): the harness's command
+line, the same in every image.
 
 Bad arguments give one line naming the value and the valid choices, and exit 2 before anything
 is written. Exit 0 means the run completed (cells may still have failed: see the records),

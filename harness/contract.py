@@ -93,7 +93,7 @@ class RunSpec:
         default="fresh", metadata=_meta(choices=("fresh", "reused", "both"), matrix=True)
     )
     trial_process: str = field(  # how a warm or cold-model trial starts
-        default="forked", metadata=_meta(choices=("forked", "fresh"), matrix=True)
+        default="fresh", metadata=_meta(choices=("forked", "fresh"), matrix=True)
     )
     max_repeats: int = field(
         default=MAX_REPEATS, metadata=_meta(parse=int, low=MIN_REPEATS, matrix=True)

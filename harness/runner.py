@@ -685,7 +685,7 @@ class Run:
             result = self._spawn_trial(fmt, saved, arts, loads, process)
         except ForkFailure as exc:
             reason = f"forked trial: {exc}; this environment's trials are fresh-process from here"
-            self.writer.write("trial", status="error", reason=reason, phase=phase, **base)
+            self.writer.write("trial", status="retried", reason=reason, phase=phase, **base)
             self._stop_forking("hung", reason)
             return self.trial(arts, fmt, mode, rnd, order, "fresh")
         common = {

@@ -46,6 +46,7 @@ MEASURED_BY = {
     "eviction": "eviction",
     "tflite_runtime": "TFLite runtime",
     "isolation": "isolation",
+    "process": "process kind",  # a forked load is not a fresh process's (docs/records.md)
 }
 _OF_ENVIRONMENT = ["tensorflow", "keras_impl", "host", "cpu_model", "backend", "weights"]
 UNKNOWN = {"", "auto"}  # not recorded (an older run), or a manifest's `auto` backend
@@ -85,9 +86,8 @@ def cells(ds: Dataset, keys: list[str] = KEY) -> pd.DataFrame:
     run (`matrix history`)."""
     env = ds.environments.reindex(columns=[*ENVIRONMENT, *_OF_ENVIRONMENT, "calibration_s"])
     of_trials = [c for c in MEASURED_BY if c not in _OF_ENVIRONMENT]
-    trials = ds.trials.reindex(
-        columns=[*ENVIRONMENT, *KEY[1:], *of_trials, "status", "phase", "process"]
-    )
+    columns = [*ENVIRONMENT, *KEY[1:], *of_trials, "status", "phase", "process"]
+    trials = ds.trials.reindex(columns=list(dict.fromkeys(columns)))
     ways = measured(trials)[[*ENVIRONMENT, *KEY[1:], *of_trials]].drop_duplicates()
     ways = ways.merge(env.drop(columns="calibration_s"), on=ENVIRONMENT, how="left")
     frame = load_samples(ds, keys)

@@ -27,7 +27,6 @@ from matrix.results.reader import short_reason
 PAIR = ["run_id", "saved_by_env_id", "env_id", "model", "format"]  # a pair, cache modes apart
 PAIR_CELL = [*PAIR, "cache_mode"]
 LOADED = ("ok", "parity-fail")  # verdicts of a pair whose artifact loaded and predicted
-VERDICTS = [*LOADED, "incompatible", "error", "invalid", "unsupported", "not measured"]
 COLUMNS = [
     *PAIR_CELL,
     "verdict",
@@ -112,11 +111,12 @@ def _verdict(rows: pd.DataFrame, refusals: pd.DataFrame) -> dict[str, Any]:
 
 def pair_cells(ds: Dataset) -> pd.DataFrame:
     """One row per cross-load cell (run, saver, loader, model, format, cache mode): `verdict`
-    (VERDICTS), the `load_api` that gave it (`fallback` when a refusal came first), `refused`
-    (each refusal before it, `api raised Exception: message`), `refused_apis` (their APIs),
-    the `exception` of an `incompatible` verdict, `n`, the median
-    `first_prediction_median`, the worst `parity_status` and `parity_rel_err_max`, and the
-    `reason` of a verdict that is not a load."""
+    (`ok`, `parity-fail`, `incompatible`, `error`, `invalid`, `unsupported`, `not measured`),
+    the `load_api` that gave it (`fallback` when a refusal came first), `refused` (each
+    refusal before it, `api raised Exception: message`), `refused_apis` (their APIs), the
+    `exception` of an `incompatible` verdict, `n`, the median `first_prediction_median`, the
+    worst `parity_status` and `parity_rel_err_max`, and the `reason` of a verdict that is not
+    a load."""
     trials = ds.crossloads[ds.crossloads["kind"].eq("trial")]
     rows = []
     for key, pair in trials.groupby(PAIR, sort=False, dropna=False):

@@ -46,7 +46,8 @@ def history_frame(results_dir: Path) -> pd.DataFrame:
 def series_frame(ds: Dataset) -> pd.DataFrame:
     """`history_frame` of runs already loaded."""
     started = ds.environments[["run_id", "env_id", "started"]]
-    frame = cell_stats(ds).merge(started, on=["run_id", "env_id"], how="left")
+    stats = cell_stats(ds).drop(columns=[*MEASURED_BY], errors="ignore")  # `cells` has them
+    frame = stats.merge(started, on=["run_id", "env_id"], how="left")
     measured = cells(ds, ["run_id", *SERIES])[["run_id", *SERIES, "samples", *MEASURED_BY]]
     frame = frame.merge(measured, on=["run_id", *SERIES], how="left")
     return frame[[*COLUMNS, *MEASURED_BY]].sort_values(

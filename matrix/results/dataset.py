@@ -2,8 +2,8 @@
 
 The one place that turns records into numbers (summary, compare, history and the report read these
 tables, so a median means the same everywhere). Runs of different schema versions or machines
-merge (an absent field is NaN). Statistics count only `measure` trials with status `ok` in a fresh
-process: never a warm-up load, nor an `invalid` "cold" load whose eviction did not take.
+merge (an absent field is NaN). Statistics count only `measure` trials with status `ok` of one
+process kind per cell (`measured`): never a warm-up load, nor an `invalid` "cold" load.
 """
 
 from __future__ import annotations

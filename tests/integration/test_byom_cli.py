@@ -283,7 +283,9 @@ def test_a_custom_layer_model_runs_locally_with_its_code(tmp_path: Path) -> None
         *ONE_TRIAL,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    (run_dir,) = [p for p in (tmp_path / "results").iterdir() if p.is_dir()]
+    (run_dir,) = [
+        p for p in (tmp_path / "results").iterdir() if p.is_dir() and not p.name.startswith(".")
+    ]
     (env_id,) = [p.stem for p in run_dir.glob("*.jsonl")]
     _one_ok_trial(run_dir, env_id, proc)
 
@@ -310,7 +312,9 @@ def test_a_custom_layer_model_runs_in_a_venv_with_its_code(tmp_path: Path, venv_
         *ONE_TRIAL,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    (run_dir,) = [p for p in (tmp_path / "results").iterdir() if p.is_dir()]
+    (run_dir,) = [
+        p for p in (tmp_path / "results").iterdir() if p.is_dir() and not p.name.startswith(".")
+    ]
     _one_ok_trial(run_dir, "tf2.21-py3.11-cpu", proc)
     (outcome,) = json.loads((run_dir / "manifest.json").read_text())["outcomes"]
     site = next(Path(outcome["image"]).glob("lib/python*/site-packages"))
@@ -332,7 +336,9 @@ def test_a_custom_layer_model_runs_in_docker_and_its_files_stay_read_only(
         tmp_path, "run", "--backend", "docker", "--build-dir", str(image_build_root), *ONE_TRIAL
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    (run_dir,) = [p for p in (tmp_path / "results").iterdir() if p.is_dir()]
+    (run_dir,) = [
+        p for p in (tmp_path / "results").iterdir() if p.is_dir() and not p.name.startswith(".")
+    ]
     _one_ok_trial(run_dir, cpu_env.id, proc)
     # The same request, its harness swapped for attempts to write the files it was given.
     config = load_config(tmp_path / "matrix.yaml", {"results_dir": str(tmp_path / "probe")})

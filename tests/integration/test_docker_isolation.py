@@ -53,7 +53,11 @@ def isolated(tmp_path_factory, cpu_image, image_build_root: Path, docker_engine)
         "2",
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    (run_dir,) = [path for path in (work / "results").iterdir() if path.is_dir()]
+    (run_dir,) = [
+        path
+        for path in (work / "results").iterdir()
+        if path.is_dir() and not path.name.startswith(".")
+    ]
     started = [
         event["id"]
         for event in docker_engine.events(

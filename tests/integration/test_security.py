@@ -410,7 +410,9 @@ def test_a_user_model_file_runs_in_docker_and_code_in_one_is_refused(
         "2",
         "--no-report",
     )
-    (run_dir,) = [p for p in (tmp_path / "results").iterdir() if p.is_dir()]
+    (run_dir,) = [
+        p for p in (tmp_path / "results").iterdir() if p.is_dir() and not p.name.startswith(".")
+    ]
     got = records(run_dir, "tf2.21-py3.11-cpu")
     env = next(r for r in got if r["kind"] == "environment")
     assert env["keras_safe_mode"] is True

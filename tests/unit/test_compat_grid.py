@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from matrix.cli import app
 from matrix.report.compat_grid import grid_cell, grids, pair_cells, step
 from matrix.results.dataset import export, load_runs
+from matrix.results.reader import Record
 from tests.conftest import make_record, write_jsonl
 
 OLD, NEW = "tf2.12-py3.11-cpu", "tf2.21-py3.11-cpu"
@@ -46,16 +47,14 @@ def _own(env: str, run_id: str, fmt: str = "h5") -> list[dict[str, Any]]:
     ]
 
 
-def _cross(
-    loader: str, saver: str, run_id: str, fmt: str, api: str, status: str, **extra: Any
-) -> dict[str, Any]:
+def _cross(loader: str, saver: str, fmt: str, api: str, status: str, **extra: Any) -> Record:
+    """A cross-load trial (its run is the folder's: `_run` sets it)."""
     fields: dict[str, Any] = {"fallback": False, "parity_status": "pass", **extra}
     if status == "ok":
         fields.setdefault("first_prediction_s", 1.25)
     return make_record(
         "trial",
         env_id=loader,
-        run_id=run_id,
         model="dense-10k",
         format=fmt,
         cache_mode="warm",
@@ -78,17 +77,17 @@ def _run(root: Path, run_id: str, cross: list[dict[str, Any]], fmt: str = "h5") 
     return folder
 
 
-def _refused_then_fallback(run_id: str) -> list[dict[str, Any]]:
+def _refused_then_fallback() -> list[dict[str, Any]]:
     load_model, tfsm = "keras.models.load_model", "keras.layers.TFSMLayer"
     return [
-        _cross(NEW, OLD, run_id, "savedmodel-keras", load_model, "incompatible", reason=REFUSAL,
+        _cross(NEW, OLD, "savedmodel-keras", load_model, "incompatible", reason=REFUSAL,
                exception="ValueError"),
-        _cross(NEW, OLD, run_id, "savedmodel-keras", tfsm, "ok", fallback=True),
+        _cross(NEW, OLD, "savedmodel-keras", tfsm, "ok", fallback=True),
     ]  # fmt: skip
 
 
 def test_a_refusal_then_its_fallback_is_one_loaded_cell_that_names_both(tmp_path: Path) -> None:
-    fallback = _refused_then_fallback("x")
+    fallback = _refused_then_fallback()
     ds = load_runs([_run(tmp_path, "20261201-010000-aaaa", fallback, fmt="savedmodel-keras")])
     (cell,) = pair_cells(ds).to_dict("records")
     assert cell["verdict"] == "ok" and cell["load_api"] == "keras.layers.TFSMLayer"
@@ -105,7 +104,6 @@ def test_every_api_refused_is_incompatible_with_its_exception_in_one_line(tmp_pa
     refusal = _cross(
         OLD,
         NEW,
-        "r",
         "keras",
         "keras.models.load_model",
         "incompatible",
@@ -122,8 +120,7 @@ def test_every_api_refused_is_incompatible_with_its_exception_in_one_line(tmp_pa
 
 
 def test_a_load_whose_parity_fails_is_a_warning_not_a_tick(tmp_path: Path) -> None:
-    wrong = _cross(
-        NEW, OLD, "r", "h5", "keras.models.load_model", "ok", parity_status="fail",
+    wrong = _cross(NEW, OLD, "h5", "keras.models.load_model", "ok", parity_status="fail",
         parity_rel_err=0.4,
     )  # fmt: skip
     (grid,) = grids(load_runs([_run(tmp_path, "20261201-010000-aaaa", [wrong])]))
@@ -132,7 +129,7 @@ def test_a_load_whose_parity_fails_is_a_warning_not_a_tick(tmp_path: Path) -> No
 
 
 def test_own_cells_stay_apart_and_the_export_names_the_saver(tmp_path: Path) -> None:
-    ds = load_runs([_run(tmp_path, "20261201-010000-aaaa", _refused_then_fallback("x"))])
+    ds = load_runs([_run(tmp_path, "20261201-010000-aaaa", _refused_then_fallback())])
     assert ds.trials["saved_by_env_id"].isna().all() and len(ds.trials) == 2
     assert set(ds.crossloads["saved_by_env_id"]) == {OLD}
     path = tmp_path / "trials.csv"
@@ -157,9 +154,9 @@ def test_a_step_is_judged_by_the_verdict(before: str, after: str, expected: str)
 
 
 def _two_nights(tmp_path: Path) -> tuple[str, str]:
-    loaded = _cross(NEW, OLD, "a", "h5", "keras.models.load_model", "ok")
+    loaded = _cross(NEW, OLD, "h5", "keras.models.load_model", "ok")
     refused = _cross(
-        NEW, OLD, "b", "h5", "keras.models.load_model", "incompatible", exception="ValueError",
+        NEW, OLD, "h5", "keras.models.load_model", "incompatible", exception="ValueError",
         reason="a new Keras refuses it",
     )  # fmt: skip
     _run(tmp_path, "20261201-010000-aaaa", [loaded])
@@ -178,7 +175,7 @@ def test_compare_exits_1_when_a_pair_that_loaded_now_fails(tmp_path: Path) -> No
 
 def test_compare_of_two_nights_that_both_loaded_passes(tmp_path: Path) -> None:
     for run in ("20261201-010000-aaaa", "20261202-010000-bbbb"):
-        _run(tmp_path, run, [_cross(NEW, OLD, "x", "h5", "keras.models.load_model", "ok")])
+        _run(tmp_path, run, [_cross(NEW, OLD, "h5", "keras.models.load_model", "ok")])
     result = CliRunner().invoke(
         app,
         [

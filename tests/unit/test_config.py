@@ -38,7 +38,7 @@ def test_builtin_default_is_the_quick_matrix(in_tmp: Path) -> None:
         warmup=1,
         inference_runs=10,
         process="fresh",
-        trial_process="forked",
+        trial_process="fresh",
         fresh_artifacts=False,
         seed=1234,
         weights="none",

@@ -126,7 +126,11 @@ def test_a_second_matrix_run_on_the_same_results_refuses_and_the_first_completes
     ), second.stderr
     assert refused_in < 30, refused_in  # at once: no TensorFlow, no waiting on the first
     assert first.returncode == 0, output
-    assert [d.name for d in (tmp_path / "results").iterdir() if d.is_dir()] == [run_dir.name]
+    assert [
+        d.name
+        for d in (tmp_path / "results").iterdir()
+        if d.is_dir() and not d.name.startswith(".")
+    ] == [run_dir.name]
     (records_file,) = run_dir.glob("*.jsonl")
     records = [json.loads(line) for line in records_file.read_text().splitlines()]
     assert records[-1]["kind"] == "done"
