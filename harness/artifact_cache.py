@@ -49,13 +49,28 @@ def _tree_hash(path: str) -> str:
     return digest.hexdigest()
 
 
+SAVE_SWITCHES = (
+    "TF_USE_LEGACY_KERAS",
+    "KERAS_BACKEND",
+    "CUDA_VISIBLE_DEVICES",
+    "TF_ENABLE_ONEDNN_OPTS",
+)
+
+
 def environment_fingerprint() -> dict[str, Any]:
     """What this interpreter is: its path, version and every installed distribution's version.
     Read from metadata, nothing imported: the parent must not warm what it measures."""
     dists = sorted(
         f"{d.metadata['Name']}=={d.version}" for d in metadata.distributions() if d.metadata
     )
-    return {"python": sys.version, "executable": os.path.realpath(sys.executable), "dists": dists}
+    # Variables that change which Keras saves, or on which device the references are computed.
+    switches = {name: os.environ.get(name) for name in SAVE_SWITCHES}
+    return {
+        "python": sys.version,
+        "executable": os.path.realpath(sys.executable),
+        "dists": dists,
+        "switches": switches,
+    }
 
 
 def harness_hash() -> str:

@@ -112,7 +112,7 @@ def test_records_carry_every_field_the_docker_backend_writes(first_run) -> None:
     _, run_dir = first_run
     docker_keys = _keys_by_kind(FIXTURE_RUN / "tf2.21-py3.11-cpu.jsonl")
     venv_keys = _keys_by_kind(run_dir / "tf2.21-py3.11-cpu.jsonl")
-    assert set(venv_keys) == set(docker_keys)
+    assert set(docker_keys) <= set(venv_keys)  # newer kinds (e.g. precision) may be added
     for kind, keys in docker_keys.items():
         assert keys - {"reason"} <= venv_keys[kind], (kind, keys - venv_keys[kind])
     merged = load_runs([FIXTURE_RUN, run_dir])
