@@ -1,8 +1,8 @@
-"""Time to a trustworthy answer: the fixed-repeat fresh-process loop beside the new default.
+"""Time to a trustworthy answer: the fixed-repeat fresh-process loop beside forked trials.
 
 Runs on this machine in one go, on the same cells: `fixed`, the loop as it was (fixed repeats,
 every trial a fresh process, every artifact saved, which also fills an artifact cache); then
-`default`, what `python -m harness run` does now by default (forked warm / cold-model trials
+`forked`, `python -m harness run --trial-process forked` (forked warm / cold-model trials
 with fresh-process controls, artifacts reused from that cache); with `--auto` also `auto`
 (`--repeats auto`). Prints wall times, each cell's median and the precision it reached, the
 verdict rule's judgement of each run's medians against `fixed`'s, and what a trial cost.
@@ -35,7 +35,7 @@ from harness import precision  # noqa: E402
 from matrix.results import stats  # noqa: E402
 
 ENV_ID = "bench"
-RUNS = ("fixed", "default", "auto")
+RUNS = ("fixed", "forked", "auto")
 Cell = tuple[str, str, str]  # model, format, cache mode
 
 
@@ -117,9 +117,9 @@ def main(argv: list[str]) -> int:
         common += ["--artifact-cache", str(out / "artifact-cache")]
         fixed = ["--repeats", args.repeats, "--warmup", "1", "--trial-process", "fresh"]
         run(out, harness, "fixed", [*common, *fixed, "--fresh-artifacts"])
-        run(out, harness, "default", common)
+        run(out, harness, "forked", [*common, "--trial-process", "forked"])
         if args.auto:
-            run(out, harness, "auto", [*common, "--repeats", "auto"])
+            run(out, harness, "auto", [*common, "--trial-process", "forked", "--repeats", "auto"])
     analyse(out)
     return 0
 
