@@ -1,0 +1,1 @@
+"""Step 4: read what the harness wrote — records, runs on disk, tidy frames, the verdict rule."""
