@@ -40,8 +40,9 @@ STDERR_TAIL_LINES = 6
 # this fraction means part of it was cached after all. TFLite maps its file and may touch only
 # what allocate_tensors needs, so there it need only have read something.
 COLD_MIN_READ_FRACTION = 0.5
-# Fresh-process controls of forked cells, per environment at least: the fewest paired loads
-# whose median has a 95 % interval at all (7 and 8 pairs give the same (min, max) interval).
+# Fresh-process controls of forked cells per environment: the fewest paired loads whose median
+# has a 95 % interval at all (7 and 8 pairs give the same (min, max) interval); each costs a
+# fresh process, a forked trial's cost twice over.
 CONTROL_PAIRS = precision.MIN_REPEATS
 # A forked child still running after FACTOR times the run's slowest trial so far (and at least
 # FLOOR seconds) is taken for hung: see Run._fork_worker.
@@ -183,7 +184,7 @@ class Run:
         rounds = o.warmup + (o.repeats or o.max_repeats)
         fresh = self._fresh_cells() * rounds if o.process in ("fresh", "both") else 0
         forks = o.trial_process == "forked" and any(m != "cold" for m in o.cache_modes)
-        controls = CONTROL_PAIRS + self._fresh_cells() if fresh and forks else 0
+        controls = CONTROL_PAIRS if fresh and forks else 0
         reused = len(o.models) * len(o.formats) * self._rounds() if o.process != "fresh" else 0
         return fresh + controls + reused
 
@@ -768,10 +769,13 @@ class Run:
                 if self.not_runnable(a, f, "warm") is None
             ]
         forked = [c for c in cells if c.process == "forked"]
-        if forked:  # spread over the forked cells, fewer than the rounds every cell has
-            share = -(-CONTROL_PAIRS // len(forked))
-            for cell in forked:
-                cell.controls = min(share, (o.repeats or precision.MIN_REPEATS) - 1)
+        # CONTROL_PAIRS in all, one cell after another in a seeded order, each in fewer
+        # rounds than every cell gets: its forked trials always outnumber its controls.
+        random.Random(f"{o.seed}-controls").shuffle(forked)
+        most = (o.repeats or precision.MIN_REPEATS) - 1
+        for turn in range(CONTROL_PAIRS if forked else 0):
+            cell = forked[turn % len(forked)]
+            cell.controls = min(cell.controls + 1, most)
         self._fork_check_due = bool(forked)
         self._schedule(cells, len(blocked) + len(reused) * self._rounds())
         for arts, fmt, mode, (status, reason) in blocked:

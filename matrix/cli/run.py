@@ -43,6 +43,7 @@ from matrix.plan.config import (
     MatrixConfig,
     find_config_file,
     load_config,
+    repeats_flag,
     with_user_files,
 )
 from matrix.plan.environments import Environment, Skipped, expand
@@ -271,7 +272,7 @@ def run(
             "models": models,
             "formats": formats,
             "cache": cache,
-            "repeats": int(repeats) if repeats and repeats.isdigit() else repeats,
+            "repeats": repeats_flag(repeats) if repeats is not None else None,
             "max_repeats": max_repeats,
             "precision": precision,
             "trial_process": trial_process,

@@ -24,7 +24,7 @@ import jinja2
 
 from harness.precision import MIN_REPEATS
 from matrix.errors import ConfigError
-from matrix.plan.config import CONFIG_FILE_NAME, MatrixConfig, load_config
+from matrix.plan.config import CONFIG_FILE_NAME, MatrixConfig, load_config, repeats_flag
 from matrix.plan.inputs import output_folder, refuse_control
 from matrix.results.stats import (
     ALPHA,
@@ -287,6 +287,8 @@ def _matrix_config(workdir: Path, given: dict[str, Flag]) -> MatrixConfig:
     overrides = {
         name: flag.value for name, flag in given.items() if name in MatrixConfig.model_fields
     }
+    if "repeats" in overrides:  # a string from the command line, as `matrix run` gets it
+        overrides["repeats"] = repeats_flag(overrides["repeats"])
     return load_config(file if file.is_file() else None, overrides)
 
 

@@ -270,6 +270,12 @@ class MatrixConfig(BaseModel):
         return value
 
 
+def repeats_flag(text: str) -> int | str:
+    """`--repeats` as the config takes it: a count from its digits, any other word as given
+    (`auto`, or a typo the config then refuses by name)."""
+    return int(text) if text.isdigit() else text
+
+
 def _csv(text: str) -> list[str]:
     """`a, b` → [a, b]: the comma-separated form every list takes on a flag."""
     return [part.strip() for part in text.split(",") if part.strip()]

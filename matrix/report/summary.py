@@ -18,7 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from matrix.report.order import natural_rank
-from matrix.report.text import missing, ms, tenths, whole
+from matrix.report.text import median_precision, missing, ms, tenths, whole
 from matrix.results.dataset import (
     CELL,
     ENVIRONMENT,
@@ -194,13 +194,9 @@ def _guest_lines(summary: pd.DataFrame) -> list[str]:
 
 
 def _precision(row: dict[str, Any]) -> str:
-    """How well the median load is known: its 95 % interval's relative half-width, `max` in
-    yellow when `--repeats auto` stopped the cell at its maximum short of its target."""
-    half = row.get("load_precision")
-    if missing(half):
-        return _NONE
-    short = row.get("precision_reached") is False
-    return f"±{half:.0%}" + (" [yellow]max[/]" if short else "")
+    """`median_precision`, its `max` in yellow."""
+    text = median_precision(row.get("load_precision"), row.get("precision_reached"))
+    return text.replace(" max", " [yellow]max[/]")
 
 
 def _fork_checks(summary: pd.DataFrame) -> list[str]:

@@ -27,6 +27,7 @@ from matrix.report.text import (
     count,
     factor,
     left_out_note,
+    median_precision,
     megabytes,
     missing,
     num_tds,
@@ -317,10 +318,20 @@ def runtime(stats: pd.DataFrame) -> Table:
     """What surrounds the load: import and device start-up (reported apart), the first and
     steady inference (with how it was called), what the load read from storage, and memory."""
     shown, note = _top(stats, "load_median", "cells", "with the slowest median load")
+    shown = shown.assign(
+        precision_text=[
+            median_precision(half, reached)
+            for half, reached in zip(
+                shown["load_precision"].tolist(), shown["precision_reached"].tolist()
+            )
+        ]
+    )
     return _long(
         shown,
         [
             ("n", "n", number),
+            ("Process", "process", None),
+            ("Median load ±95 %", "precision_text", None),
             ("Import", "import_median", seconds),
             ("Device init", "device_init_median", seconds),
             ("Load CPU", "load_cpu_median", seconds),

@@ -97,6 +97,15 @@ def factor(value: Any) -> str:
     return DASH if missing(value) else f"×{float(value):.3g}"
 
 
+def median_precision(half: Any, reached: Any) -> str:
+    """How well a cell's median load is known: its 95 % interval's relative half-width
+    (`±4%`), `max` after it when `--repeats auto` stopped the cell at its maximum short of its
+    target; a dash under 6 loads (no distribution-free interval)."""
+    if missing(half):
+        return DASH
+    return f"±{float(half):.0%}" + (" max" if reached is False else "")
+
+
 # Terminal tables (`matrix run`'s summary, compare, history) name the unit in the column header,
 # so a figure is a bare number there, and a missing one is blank.
 

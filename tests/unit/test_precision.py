@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import random
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -158,3 +159,40 @@ def test_auto_repeats_rotation_lets_each_cell_leave_when_known(
     assert {tuple(r) for r in order[:7]} == {("h5", "tflite"), ("tflite", "h5")}
     schedules = [r["trials_scheduled"] for r in _records(tmp_path) if r["kind"] == "schedule"]
     assert schedules[0] == 2 * (1 + 12) and schedules[-1] == 2 + 6 + 12
+
+
+@pytest.mark.parametrize(
+    ("formats", "repeats", "controls"),
+    [(["h5", "tflite"], 5, {"h5": 3, "tflite": 3}), (["h5"], 3, {"h5": 2}), (["h5"], 1, {})],
+)
+def test_forked_cells_get_six_fresh_controls_fewer_than_their_rounds(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    formats: list[str],
+    repeats: int,
+    controls: dict[str, int],
+) -> None:
+    """The controls of the fork check: six in all where the rounds allow, never as many as a
+    cell's forked trials (statistics take the process with more), in its first rounds."""
+    run = _run(tmp_path, formats=formats, repeats=repeats, trial_process="forked", warmup=0)
+    arts = ModelArtifacts(spec=parse_model("dense-10k"), saved={f: Saved("ok") for f in formats})
+    made: list[tuple[str, str, int]] = []
+
+    def fake_trial(
+        arts: object, fmt: str, mode: str, rnd: int, position: int, process: str = "fresh"
+    ) -> float:
+        made.append((fmt, process, rnd))
+        run.writer.write("trial", format=fmt)
+        return 1.0
+
+    monkeypatch.setattr(run, "trial", fake_trial)
+    run.run_trials([arts])
+    run.writer.close()
+    fresh = Counter(fmt for fmt, process, _ in made if process == "fresh")
+    assert fresh == controls
+    assert Counter(fmt for fmt, process, _ in made if process == "forked") == dict.fromkeys(
+        formats, repeats
+    )
+    assert all(rnd < controls[fmt] for fmt, process, rnd in made if process == "fresh")
+    (check,) = [r for r in _records(tmp_path) if r["kind"] == "fork_check"]
+    assert check["pairs"] == sum(controls.values())
