@@ -7,17 +7,18 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test lint bench clean docker-ready systemd-analyze-ready
+.PHONY: run test lint bench clean docker-ready systemd-analyze-ready registry-ready
 
 run: $(STAMP)
 	$(BIN)/matrix run --backend venv
 
-test: $(STAMP) docker-ready systemd-analyze-ready
+test: $(STAMP) docker-ready systemd-analyze-ready registry-ready
 	tests/ensure-chromium.sh
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q tests/unit
+	$(BIN)/python -m pytest -q tests/integration
 
 # The container tests need an engine and the locally built Debian base images (no registry):
 # bookworm (Python 3.11) for most, bullseye (3.9) for the four-TF sweep's TF 2.5.
@@ -30,6 +31,12 @@ docker-ready:
 systemd-analyze-ready:
 	command -v systemd-analyze >/dev/null || { $(SUDO) apt-get update -qq && \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd; }
+
+# tests/integration/test_ray_backend.py pushes to and pulls from a real registry: Debian's
+# docker-registry (distribution 2.8), started on a free port by the test session itself.
+registry-ready:
+	command -v docker-registry >/dev/null || { $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-registry; }
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

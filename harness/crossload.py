@@ -6,6 +6,8 @@ this stack offers for it (harness.formats.cross_load_apis), in fresh processes w
 preparation and proofs of `harness run` (it is a `Run`), and writes `trial` records that carry
 `saved_by`. A load that raises is `incompatible`: the answer for that pair, recorded once with
 the exception, and the next API users fall back to is tried at once; a crash stays `error`.
+Every load is a fresh process (never forked), and `--repeats auto` is the fewest repeats
+`harness.precision` allows (the precision-based stopping of own cells does not apply).
 """
 
 from __future__ import annotations
@@ -15,10 +17,10 @@ import json
 import os
 import random
 import re
-import time
 from dataclasses import dataclass, replace
+from typing import Any
 
-from harness import calibrate
+from harness import precision
 from harness.artifact_cache import reference_name
 from harness.cache import files_of
 from harness.catalog import CatalogError, ModelOptions, ModelSpec, parse_model
@@ -102,7 +104,10 @@ class CrossLoadRun(Run):
         savers: list[Saver],
         model_options: dict[str, ModelOptions] | None = None,
     ) -> None:
-        super().__init__(spec, model_options)
+        # The plan record says what the step does (module doc).
+        repeats = spec.repeats or precision.MIN_REPEATS
+        fixed = replace(spec, process="fresh", trial_process="fresh", repeats=repeats)
+        super().__init__(fixed, model_options)
         self.savers = savers
         tf = installed_tensorflow() or "0.0"
         self.keras_impl = keras_impl_for(version_tuple(tf))
@@ -142,56 +147,39 @@ class CrossLoadRun(Run):
             cells.append(cell)
         return cells
 
-    def write_plan(self) -> None:
-        o = self.opts
-        self.writer.write(
-            "plan",
-            models=o.models,
-            formats=o.formats,
-            cache_modes=o.cache_modes,
-            repeats=o.repeats or "auto",
-            warmup=o.warmup,
-            inference_runs=o.inference_runs,
-            process="fresh",
-            seed=o.seed,
-            weights=o.weights,
-            savers=[s.env_id for s in self.savers],
-            trials_planned=len(self.cells()) * self._rounds(),
-        )
+    def planned_trials(self) -> int:
+        return self._trials_due(self.cells(), self._rounds())
+
+    def _trials_due(self, cells: list[PairCell], rounds: int) -> int:
+        """Trial records `cells` still write in `rounds` more rounds if no API refuses: one a
+        round for a cell that loads, one for a blocked cell (not yet written). A refusal adds
+        its record, then its fallback loads in the same round, or the cell's rounds are over:
+        so `measure` counts again, with what was written, after every round."""
+        return sum(1 if cell.blocked else rounds for cell in cells)
+
+    def write_plan(self, **extra: Any) -> None:
+        super().write_plan(savers=[s.env_id for s in self.savers], **extra)
 
     def cross_trial(self, cell: PairCell, rnd: int, order: int) -> bool:
         """One load of the cell's artifact through its current API; whether the cell goes on.
 
-        A refusal is written once and the next API is tried at once, in the same round; a
-        cell whose every API refused is over.
+        Made and written as `Run.trial` makes a fresh-process trial, but for a load that
+        raises: that is a refusal, written once as `incompatible`, and the next API is tried
+        at once, in the same round; a cell whose every API refused is over.
         """
         api = cell.apis[cell.at]
         saver, slug, fmt = cell.key
         if (saver, slug, fmt, api) in self.refused:  # seen in another cache mode
             return self._next_api(cell, rnd, order)
-        target = FORMATS[fmt].import_target
+        cell_id = f"{saver}->{self.opts.env_id}/{slug}/{fmt}/{cell.mode}/{api}"
         base = {
-            "cell_id": f"{saver}->{self.opts.env_id}/{slug}/{fmt}/{cell.mode}/{api}",
-            "model": slug,
-            "format": fmt,
-            "cache_mode": cell.mode,
-            "process": "fresh",
-            "round": rnd,
-            "order": order,
-            "import_target": target,
-            "isolation": self.isolation,
+            **self.trial_fields(cell_id, slug, fmt, cell.mode, "fresh", rnd, order),
             "saved_by": cell.saver.record(),
             "load_api": api,
             "fallback": cell.at > 0,
         }
-        phase = "warmup" if rnd < self.opts.warmup else "measure"
-        proof, invalid = self.prepare_cache(cell.mode, cell.saved.files, target)
-        result = self._spawn_trial(fmt, replace(cell.saved, api=api), cell.arts, 1, "fresh")
-        common = {
-            k: v
-            for k, v in result.items()
-            if k not in ("loads", "error", "exception", "message", "stage", "import_target")
-        }
+        saved = replace(cell.saved, api=api)
+        result, invalid = self.spawn_prepared(base, saved, cell.arts, 1)
         if "error" in result and result.get("stage") == "load":
             self.refused.add((saver, slug, fmt, api))
             self.writer.write(
@@ -201,77 +189,41 @@ class CrossLoadRun(Run):
                 exception=result.get("exception"),
                 reason=result.get("message") or result["error"],
                 **base,
-                **proof,
-                **common,
+                **self.result_fields(result),
             )
             return self._next_api(cell, rnd, order)
-        if "error" in result:
-            self.writer.write(
-                "trial", status="error", reason=result["error"], phase=phase, **base, **common
-            )
-            return True
-        load = result["loads"][0]
-        why = invalid or self._cold_load_unread(
-            cell.mode, target, cell.saved.files, load["load_read_bytes"]
-        )
-        extra = {"reason": why} if why else {}
-        self.writer.write(
-            "trial",
-            status="invalid" if why else "ok",
-            phase=phase,
-            load_index=0,
-            **base,
-            **proof,
-            **common,
-            **load,
-            **extra,
-        )
+        phase = "warmup" if rnd < self.opts.warmup else "measure"
+        self.write_trial(result, base, phase, saved.files, invalid)
         return True
 
     def _next_api(self, cell: PairCell, rnd: int, order: int) -> bool:
         cell.at += 1
         return cell.at < len(cell.apis) and self.cross_trial(cell, rnd, order)
 
-    def run_cross_trials(self) -> None:
+    def measure(self) -> None:
         """Rounds over every cell, each in a new shuffled order, as `harness run` does."""
         cells = self.cells()
         live = [c for c in cells if not c.blocked]
-        self.writer.write("schedule", trials_scheduled=len(cells) * self._rounds())
+        rounds = self._rounds()
+        self.writer.write("schedule", trials_scheduled=self._trials_due(cells, rounds))
         for cell in cells:
             if cell.blocked:
                 saver, slug, fmt = cell.key
-                self.writer.write(
-                    "trial",
-                    cell_id=f"{saver}->{self.opts.env_id}/{slug}/{fmt}/{cell.mode}",
-                    model=slug,
-                    format=fmt,
-                    cache_mode=cell.mode,
-                    process="fresh",
-                    phase="measure",
-                    status="unsupported" if cell.saved.files else "error",
-                    reason=cell.blocked,
+                self.write_untimed(
+                    f"{saver}->{self.opts.env_id}/{slug}/{fmt}/{cell.mode}",
+                    slug,
+                    fmt,
+                    cell.mode,
+                    "unsupported" if cell.saved.files else "error",
+                    cell.blocked,
                     saved_by=cell.saver.record(),
                 )
-        for rnd in range(self._rounds()):
+        for rnd in range(rounds):
             order = list(live)
             random.Random(f"{self.opts.seed}-cross-{rnd}").shuffle(order)
             live = [c for pos, c in enumerate(order) if self.cross_trial(c, rnd, pos)]
-
-    def execute(self) -> int:
-        began = time.perf_counter()
-        self.write_plan()
-        if not self.write_environment():
-            self.writer.close()
-            return 1
-        self.run_cross_trials()
-        self.writer.write(
-            "done",
-            trials_written=self.writer.trials_written,
-            elapsed_s=round(time.perf_counter() - began, 3),
-            calibration_end_s=calibrate.calibration_s(),
-        )
-        self.writer.close()
-        return 0
+            due = self._trials_due(live, rounds - rnd - 1)
+            self.writer.write("schedule", trials_scheduled=self.writer.trials_written + due)
 
 
 def _reference(folder: str, artifact: str) -> str:

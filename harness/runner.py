@@ -48,6 +48,16 @@ CONTROL_PAIRS = precision.MIN_REPEATS
 # FLOOR seconds) is taken for hung: see Run._fork_worker.
 FORK_TIMEOUT_FACTOR = 4
 FORK_TIMEOUT_FLOOR_S = 30
+# What a trial worker's result says about its process, on each of the trial's records.
+RESULT_FIELDS = (
+    "import_s",
+    "startup_s",
+    "device_init_s",
+    "user_code_import_s",
+    "peak_rss_mb",
+    "tflite_runtime",
+    "container_id",
+)
 COLD_REFUSED = (
     "dropping the whole page cache needs root with a writable /proc/sys: run as "
     "root; in a container, run `matrix` on the Docker host as root or with the "
@@ -188,7 +198,8 @@ class Run:
         reused = len(o.models) * len(o.formats) * self._rounds() if o.process != "fresh" else 0
         return fresh + controls + reused
 
-    def write_plan(self) -> None:
+    def write_plan(self, **extra: Any) -> None:
+        """The `plan` record; `extra`: the fields a cross-load adds (docs/records.md)."""
         o = self.opts
         self.writer.write(
             "plan",
@@ -206,6 +217,7 @@ class Run:
             seed=o.seed,
             weights=o.weights,
             trials_planned=self.planned_trials(),
+            **extra,
         )
 
     def write_environment(self) -> bool:
@@ -663,56 +675,75 @@ class Run:
         ok first load (None otherwise). A forked trial whose child hangs, or whose zygote
         fails, ends forking for the environment and is made again in a fresh process."""
         saved = arts.saved_for(fmt)
-        target = FORMATS[fmt].import_target
         suffix = "reused" if process == "reused" else mode
-        base = {
-            "cell_id": f"{self.opts.env_id}/{arts.spec.slug}/{fmt}/{suffix}",
-            "model": arts.spec.slug,
-            "format": fmt,
-            "cache_mode": mode,
-            "process": process,
-            "round": rnd,
-            "order": order,
-            "import_target": target,
-            "isolation": self.isolation,
-        }
+        cell_id = f"{self.opts.env_id}/{arts.spec.slug}/{fmt}/{suffix}"
+        base = self.trial_fields(cell_id, arts.spec.slug, fmt, mode, process, rnd, order)
         loads = self._rounds() if process == "reused" else 1
         phase = "warmup" if rnd < self.opts.warmup else "measure"
-        if mode == "cold":  # a zygote's mapped libraries would keep the cold import warm
-            self._close_zygotes()
-        proof, invalid = self.prepare_cache(mode, saved.files, target)
-        base.update(proof)
         try:
-            result = self._spawn_trial(fmt, saved, arts, loads, process)
+            result, invalid = self.spawn_prepared(base, saved, arts, loads)
         except ForkFailure as exc:
             reason = f"forked trial: {exc}; this environment's trials are fresh-process from here"
             self.writer.write("trial", status="retried", reason=reason, phase=phase, **base)
             self._stop_forking("hung", reason)
             return self.trial(arts, fmt, mode, rnd, order, "fresh")
-        common = {
-            k: result.get(k)
-            for k in (
-                "import_s",
-                "startup_s",
-                "device_init_s",
-                "user_code_import_s",
-                "peak_rss_mb",
-                "tflite_runtime",
-                "container_id",
-            )
+        return self.write_trial(result, base, phase, saved.files, invalid)
+
+    def trial_fields(
+        self, cell_id: str, model: str, fmt: str, mode: str, process: str, rnd: int, order: int
+    ) -> dict[str, Any]:
+        """The fields every record of one trial starts with (harness.crossload adds its own)."""
+        return {
+            "cell_id": cell_id,
+            "model": model,
+            "format": fmt,
+            "cache_mode": mode,
+            "process": process,
+            "round": rnd,
+            "order": order,
+            "import_target": FORMATS[fmt].import_target,
+            "isolation": self.isolation,
         }
+
+    def spawn_prepared(
+        self, base: dict[str, Any], saved: Saved, arts: ModelArtifacts, loads: int
+    ) -> tuple[dict[str, Any], str]:
+        """Put the cache in the state `base` claims and add the proof to `base`, then run the
+        trial worker; (its result, the reason the trial is invalid or "")."""
+        mode, target = base["cache_mode"], base["import_target"]
+        if mode == "cold":  # a zygote's mapped libraries would keep the cold import warm
+            self._close_zygotes()
+        proof, invalid = self.prepare_cache(mode, saved.files, target)
+        base.update(proof)
+        return self._spawn_trial(base["format"], saved, arts, loads, base["process"]), invalid
+
+    @staticmethod
+    def result_fields(result: dict[str, Any]) -> dict[str, Any]:
+        """What a trial worker's `result` says about its process, for each of its records."""
+        return {k: result.get(k) for k in RESULT_FIELDS}
+
+    def write_trial(
+        self,
+        result: dict[str, Any],
+        base: dict[str, Any],
+        phase: str,
+        files: list[str],
+        invalid: str,
+    ) -> float | None:
+        """The record(s) of one trial worker's `result` (`error`, or one per load, `invalid`
+        with its reason when the cache state was not proven); the first ok load time."""
+        common = self.result_fields(result)
         if "error" in result:
             self.writer.write(
                 "trial", status="error", reason=result["error"], phase=phase, **base, **common
             )
             return None
+        mode, target = base["cache_mode"], base["import_target"]
         first: float | None = None
         for index, load in enumerate(result["loads"]):
-            if process == "reused":
+            if base["process"] == "reused":
                 phase = "warmup" if index < self.opts.warmup else "measure"
-            why = invalid or self._cold_load_unread(
-                mode, target, saved.files, load["load_read_bytes"]
-            )
+            why = invalid or self._cold_load_unread(mode, target, files, load["load_read_bytes"])
             status = "invalid" if why else "ok"
             extra = {"reason": why} if why else {}
             if index == 0 and not why:
@@ -728,6 +759,23 @@ class Run:
                 **extra,
             )
         return first
+
+    def write_untimed(
+        self, cell_id: str, model: str, fmt: str, mode: str, status: str, reason: str, **extra: Any
+    ) -> None:
+        """The one record of a cell that cannot be timed at all (`extra`: a cross-load's)."""
+        self.writer.write(
+            "trial",
+            cell_id=cell_id,
+            model=model,
+            format=fmt,
+            cache_mode=mode,
+            process="fresh",
+            phase="measure",
+            status=status,
+            reason=reason,
+            **extra,
+        )
 
     def not_runnable(self, arts: ModelArtifacts, fmt: str, mode: str) -> tuple[str, str] | None:
         """(status, reason) when a cell cannot be timed at all; it then gets one record."""
@@ -779,17 +827,8 @@ class Run:
         self._fork_check_due = bool(forked)
         self._schedule(cells, len(blocked) + len(reused) * self._rounds())
         for arts, fmt, mode, (status, reason) in blocked:
-            self.writer.write(
-                "trial",
-                cell_id=f"{o.env_id}/{arts.spec.slug}/{fmt}/{mode}",
-                model=arts.spec.slug,
-                format=fmt,
-                cache_mode=mode,
-                process="fresh",
-                phase="measure",
-                status=status,
-                reason=reason,
-            )
+            cell_id = f"{o.env_id}/{arts.spec.slug}/{fmt}/{mode}"
+            self.write_untimed(cell_id, arts.spec.slug, fmt, mode, status, reason)
         rnd = 0
         while True:
             measuring = rnd >= o.warmup
@@ -950,13 +989,7 @@ class Run:
         if not self.write_environment():
             self.writer.close()
             return 1
-        all_arts = []
-        for name in self.opts.models:
-            options = self.model_options.get(name, ModelOptions())
-            arts = self.save_model(replace(parse_model(name), options=options))
-            self.write_artifact_records(arts)
-            all_arts.append(arts)
-        self.run_trials(all_arts)
+        self.measure()
         self.writer.write(
             "done",
             trials_written=self.writer.trials_written,
@@ -965,6 +998,16 @@ class Run:
         )
         self.writer.close()
         return 0
+
+    def measure(self) -> None:
+        """Save every model, then time every cell (a cross-load times others' artifacts)."""
+        all_arts = []
+        for name in self.opts.models:
+            options = self.model_options.get(name, ModelOptions())
+            arts = self.save_model(replace(parse_model(name), options=options))
+            self.write_artifact_records(arts)
+            all_arts.append(arts)
+        self.run_trials(all_arts)
 
 
 def _drop_route() -> str | None:

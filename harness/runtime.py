@@ -57,15 +57,16 @@ def version_tuple(version: str) -> tuple[int, int]:
     return int(major), int("".join(ch for ch in minor if ch.isdigit()) or 0)
 
 
-def keras_impl_for(tf_version: tuple[int, int]) -> str:
+def keras_impl_for(tf_version: tuple[int, int], legacy: bool | None = None) -> str:
     """Which Keras `tf.keras` is with this TensorFlow in this process's environment: `keras2`
     (TF <= 2.15), `tf-keras` (TF_USE_LEGACY_KERAS) or `keras3`. Needs no import, so a parent
-    process can plan by it without warming what its children time."""
+    process can plan by it without warming what its children time. `legacy`: whether
+    TF_USE_LEGACY_KERAS is set, for an environment other than this process's."""
     if tf_version < (2, 16):
         return "keras2"
-    if os.environ.get("TF_USE_LEGACY_KERAS") in _LEGACY_KERAS_VALUES:
-        return "tf-keras"
-    return "keras3"
+    if legacy is None:
+        legacy = os.environ.get("TF_USE_LEGACY_KERAS") in _LEGACY_KERAS_VALUES
+    return "tf-keras" if legacy else "keras3"
 
 
 def import_tensorflow(with_keras: bool = True) -> Runtime:

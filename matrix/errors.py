@@ -16,8 +16,9 @@ class ExitCode(IntEnum):
 
     OK = 0
     CELLS_FAILED = 1  # the run finished, but some cell has status `error` (records are written)
-    # `matrix compare`'s name for code 1, deliberately the same number: the only cell failure a
-    # comparison has is a cell that got slower. An alias (ExitCode(1) is CELLS_FAILED), not a code.
+    # `matrix compare`'s and `history`'s name for code 1, deliberately the same number: the only
+    # cell failures a comparison has are a cell that got slower and a cross-load pair that broke.
+    # An alias (ExitCode(1) is CELLS_FAILED), not a code.
     REGRESSION = CELLS_FAILED
     CONFIG_ERROR = 2  # bad matrix.yaml or flag: nothing was run
     ENVIRONMENT_ERROR = 3  # the backend could not run the harness at all (e.g. no TensorFlow)

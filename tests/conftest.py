@@ -104,8 +104,8 @@ def fake_sweep_records(
     records = []
     for env in environments:
         common = {"run_id": run_id, "env_id": env["env_id"]}
-        fields = {k: v for k, v in env.items() if k != "env_id"}
-        records.append(make_record("environment", **common, **fields, cpu_model="Fake CPU"))
+        fields = {"cpu_model": "Fake CPU", **{k: v for k, v in env.items() if k != "env_id"}}
+        records.append(make_record("environment", **common, **fields))
         for model in models:
             for fmt in formats:
                 records.append(

@@ -3,7 +3,8 @@
 `ensure_image` writes the build context, and builds only when no image has that content's tag
 (a second run of the same matrix builds nothing). The base image is part of that content, so it
 must be here (or be pulled) even when nothing is built. A build that fails is returned as a result,
-never raised: one broken environment must not stop a sweep over the others.
+never raised: one broken environment must not stop a sweep over the others. So are a push to a
+registry and a pull from one (`--registry`: the nodes of a Ray cluster pull what the driver built).
 """
 
 from __future__ import annotations
@@ -201,3 +202,100 @@ def ensure_image(
         reason=reason,
         image_id="" if reason else client.images.get(tag).id,
     )
+
+
+def registry_reference(registry: str, tag: str) -> str:
+    """Where `tag` lives in `registry` (`HOST:PORT[/prefix]`): `HOST:PORT/tf-load-matrix:<tag>`.
+    The content tag names the same content on every machine, so the name does too."""
+    return f"{registry}/{tag}"
+
+
+def push_image(
+    client: docker.DockerClient, image: ImageResult, registry: str, log_path: Path
+) -> ImageResult:
+    """`image` pushed to `registry` for the nodes of a cluster to pull (its log appended to
+    `log_path`); the result names the registry's reference, or why the push failed.
+
+    The registry's name is removed here once pushed (the content tag keeps the image): this
+    engine does not collect a second name per image, and a node that shares it really pulls.
+    Credentials are the engine's own (`docker login`), never passed through `matrix`.
+    """
+    start = time.monotonic()
+    reference = registry_reference(registry, image.tag)
+    repository, tag = parse_repository_tag(reference)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        client.images.get(image.tag).tag(repository, tag)
+        try:
+            events = client.api.push(repository, tag=tag, stream=True, decode=True)
+            error = _transfer(events, log_path)
+        finally:
+            client.images.remove(reference)
+    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+        error = _first_line(exc)
+    host = registry.split("/")[0]
+    reason = (
+        f"pushing {image.tag} to the registry {registry} failed ({error}); check that it answers "
+        f"(curl http://{host}/v2/), that this Docker engine may push there (TLS, or dockerd's "
+        f"insecure-registries for one not on localhost) and, if it asks, `docker login {host}`"
+        if error
+        else ""
+    )
+    return ImageResult(
+        env_id=image.env_id,
+        tag=reference,
+        built=image.built,
+        seconds=round(image.seconds + time.monotonic() - start, 3),
+        status="error" if error else "ok",
+        reason=reason,
+        image_id=image.image_id,
+    )
+
+
+def pull_image(
+    client: docker.DockerClient, env: Environment, reference: str, log_path: Path
+) -> ImageResult:
+    """The image of `env` pulled from a registry by the exact `reference` the driver pushed,
+    never built here (its log written to `log_path`); a failure is returned as the reason."""
+    start = time.monotonic()
+    repository, tag = parse_repository_tag(reference)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    os.close(open_regular(str(log_path), os.O_WRONLY | os.O_CREAT, truncate=True))
+    try:
+        error = _transfer(client.api.pull(repository, tag=tag, stream=True, decode=True), log_path)
+        image_id = "" if error else client.images.get(reference).id
+    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+        error, image_id = _first_line(exc), ""
+    host = reference.split("/")[0]
+    reason = (
+        f"pulling {reference} from the registry {host} failed ({error}); check that it answers "
+        f"from this node (curl http://{host}/v2/), that this node's Docker engine may pull from "
+        f"it (TLS, or dockerd's insecure-registries) and, if it asks, `docker login {host}`"
+        if error
+        else ""
+    )
+    return ImageResult(
+        env_id=env.id,
+        tag=reference,
+        built=False,
+        seconds=round(time.monotonic() - start, 3),
+        status="error" if error else "ok",
+        reason=reason,
+        image_id=image_id,
+    )
+
+
+def _transfer(events: Iterable[dict[str, Any]], log_path: Path) -> str:
+    """Append a push's or pull's events to `log_path`, without the progress bars; the
+    daemon's error ("" when none)."""
+    fd = open_regular(str(log_path), os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    with open(fd, "w", encoding="utf-8", buffering=1) as log:
+        for event in events:
+            error = event.get("error") or event.get("errorDetail", {}).get("message")
+            if error:
+                log.write(f"ERROR: {error}\n")
+                return " ".join(str(error).split())
+            if event.get("status") and not event.get("progress"):
+                layer = f"{event['id']}: " if event.get("id") else ""
+                log.write(f"{layer}{event['status']}\n")
+    return ""

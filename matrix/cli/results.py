@@ -34,10 +34,12 @@ REPORT_EXIT_CODES = exit_codes(
 
 COMPARE_EXIT_CODES = exit_codes(
     {
-        ExitCode.OK: "no cell got slower (beyond the threshold and significantly), and every "
-        "cell could have shown a change of the threshold's size (or --allow-underpowered)",
+        ExitCode.OK: "no cell got slower (beyond the threshold and significantly), no "
+        "cross-load pair broke, and every cell could have shown a change of the threshold's "
+        "size (or --allow-underpowered)",
         ExitCode.REGRESSION: "regression found: some cell is slower beyond the threshold, "
-        "significantly",
+        "significantly, or a cross-load pair broke (it loaded in A; in B it fails, or the API "
+        "that loaded it refuses it)",
         ExitCode.CONFIG_ERROR: "configuration error: a run not found, a bad flag, or no cell "
         "measured in both runs",
         ExitCode.UNDERPOWERED: "no regression, but some cell is underpowered: its trials are "
@@ -139,7 +141,8 @@ def compare(
         ),
     ] = False,
 ) -> None:
-    """Compare every cell measured in both runs; exit 1 if one got slower (for CI gating).
+    """Compare every cell measured in both runs; exit 1 if one got slower, or a cross-load
+    pair broke (for CI gating).
 
     A cell is flagged only when its median load time changed by more than the threshold AND
     the change is significant (Welch's t-test on log load times; Benjamini-Hochberg at alpha
@@ -177,7 +180,10 @@ def compare(
         shown = crossed if show_all else crossed[crossed["step"].ne("same")]
         title = f"Cross-load verdicts, {run_a} (A) → {run_b} (B)"
         console.print(changes_table(shown, title + ("" if show_all else ", changes only")))
-        console.print(f"cross-load: {broke.sum()} of {len(crossed)} broke (loaded in A, not in B)")
+        console.print(
+            f"cross-load: {broke.sum()} of {len(crossed)} broke (loaded in A; in B it fails, "
+            "or the API that loaded it refuses it)"
+        )
     if len(comparison.slower) or broke.any():
         raise typer.Exit(int(ExitCode.REGRESSION))
     underpowered = len(comparison.underpowered) and not allow_underpowered
@@ -199,6 +205,7 @@ def history(
     Each (environment, model, format, cache mode) series ends with its latest change against
     the run before and a step flag, judged as `matrix compare` judges (slower, faster, same,
     or underpowered when the trials could not have shown a change of the threshold's size).
+    Cross-load cells follow, by verdict per run; exit 1 if one broke in the last run.
     """
     from matrix.report.compat_grid import changes_table, pair_cells, pair_history
     from matrix.report.history import history_table, latest_changes, select, series_frame

@@ -149,6 +149,16 @@ def run(
     address: AddressOption = None,
     ray_nodes: RayNodesOption = None,
     node_backend: NodeBackendOption = None,
+    registry: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Ray with --node-backend docker: the registry (HOST:PORT, or HOST:PORT/prefix) "
+            "the driver pushes each image to and the nodes pull it from; credentials: `docker "
+            "login`. "
+            "Default: the matrix file's (none: each node builds its images).",
+            show_default=False,
+        ),
+    ] = None,
     build_dir: BuildDirOption = Path("build"),
     models: Annotated[
         Optional[str],
@@ -288,6 +298,7 @@ def run(
             "address": address,
             "ray_nodes": ray_nodes,
             "node_backend": node_backend,
+            "registry": registry,
         }.items()
         if value is not None
     }

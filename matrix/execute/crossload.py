@@ -4,7 +4,9 @@ After the sweep, each selected loader that ran runs `python -m harness crossload
 artifacts of every other environment that ran, through the same backend and the same `Sweep`
 as its own run (progress, Ctrl-C, manifest, `--resume`), with its records in the run's
 `crossload/` folder: the environments' own records and cells stay exactly as they were. Docker
-mounts each saver's artifact volume read-only; a venv reads the saver's artifact folder.
+mounts each saver's artifact volume read-only; a venv reads the saver's artifact folder. Who
+each saver is (`saved_by`) is the host's own account of what it made, never what the saver
+wrote about itself inside its environment (`saver_entry`).
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ from rich.console import Console
 from rich.markup import escape
 
 from harness.records import dump_json
+from harness.runtime import keras_impl_for, version_tuple
 from matrix.execute.backends import Backend
 from matrix.execute.run_plan import RunPlan
 from matrix.execute.sweep import FINISHED, EnvOutcome, Sweep
-from matrix.plan.environments import Environment
+from matrix.plan.environments import Environment, Skipped
 from matrix.results.reader import CROSSLOAD_DIR, read_jsonl
 
 SAVERS_FILE = "saved-by.json"  # in a loader's folder: the harness's `--saved-by`
@@ -69,24 +72,40 @@ def loaders_selected(env_id: str, globs: str) -> bool:
     return any(fnmatchcase(env_id, part.strip()) for part in globs.split(",") if part.strip())
 
 
-def saver_entry(records_file: Path) -> dict[str, Any] | None:
-    """A saver as the harness's `--saved-by` names it, from its own records: its versions and
-    the formats it saved; None if it wrote no environment record (nothing to load)."""
+def saver_entry(env: Environment, records_file: Path) -> tuple[dict[str, Any] | None, str]:
+    """A saver as the harness's `--saved-by` names it, or why it is refused ("" if it is not).
+
+    Who it is — env id, TensorFlow, which Keras — is the host's own account: what it made the
+    environment with. Its records were written inside it, so they are trusted only for facts
+    that are no identity (its Keras version, the formats it saved) and are held to that
+    account: one that contradicts it refuses the saver. (None, "") if it wrote no environment
+    record (nothing to load).
+    """
     records = read_jsonl(records_file).records
-    env = next((r for r in records if r.get("kind") == "environment"), None)
-    if env is None:
-        return None
+    said = next((r for r in records if r.get("kind") == "environment"), None)
+    if said is None:
+        return None, ""
+    legacy = env.keras == "legacy"
+    identity = {
+        "env_id": env.id,
+        "tensorflow": env.tf,
+        "keras_impl": keras_impl_for(version_tuple(env.tf), legacy=legacy),
+    }
+    wrong = [
+        f"{name} {str(said.get(name))!r} where the host made {value!r}"
+        for name, value in identity.items()
+        if str(said.get(name)) != value
+    ]
+    if wrong:
+        return None, (
+            f"{env.id}'s environment record says {', '.join(wrong)}: neither its artifacts "
+            "nor its loads are trusted, so it takes no part in the cross-load"
+        )
     saved: dict[str, list[str]] = {}
     for r in records:
         if r.get("kind") == "artifact" and r.get("status") == "ok":
             saved.setdefault(str(r.get("model")), []).append(str(r.get("format")))
-    return {
-        "env_id": str(env.get("env_id")),
-        "tensorflow": str(env.get("tensorflow")),
-        "keras": str(env.get("keras")),
-        "keras_impl": str(env.get("keras_impl")),
-        "saved": saved,
-    }
+    return {**identity, "keras": str(said.get("keras")), "saved": saved}, ""
 
 
 def cross_load(
@@ -97,20 +116,29 @@ def cross_load(
     console: Console,
 ) -> list[EnvOutcome]:
     """Run the cross-load step after the sweep; its outcomes (none when fewer than two
-    environments ran, as there is nothing to cross)."""
+    environments ran and were not refused, as there is nothing to cross)."""
     ran = {o.env_id for o in outcomes if o.status in FINISHED}
-    found = [saver_entry(plan.records_file(env.id)) for env in environments if env.id in ran]
-    savers = tuple(s for s in found if s is not None)
+    found = {
+        env.id: saver_entry(env, plan.records_file(env.id)) for env in environments if env.id in ran
+    }
+    refused = [Skipped(env_id, why) for env_id, (_, why) in found.items() if why]
+    for skip in refused:
+        console.print(f"[yellow]cross-load[/]: {escape(skip.reason)}")
+    savers = tuple(entry for entry, _ in found.values() if entry is not None)
+    trusted = {s["env_id"] for s in savers}  # a refused environment does not load either
     loaders = [
         env
         for env in environments
-        if env.id in ran
+        if env.id in trusted
         and loaders_selected(env.id, plan.config.cross_load)
-        and any(s["env_id"] != env.id for s in savers)
+        and trusted - {env.id}
     ]
     if not loaders:
+        # No step runs, so no manifest of it either: this line is the refusals' only account
+        # beside the lines above.
+        left = f" and were not refused (refused above: {len(refused)})" if refused else ""
         console.print(
-            "[yellow]cross-load[/]: nothing to do: it needs two environments that ran, "
+            f"[yellow]cross-load[/]: nothing to do: it needs two environments that ran{left}, "
             f"one of them selected by {escape(plan.config.cross_load)!r}"
         )
         return []
@@ -119,4 +147,4 @@ def cross_load(
         f"{len(savers)} environment(s), records in {escape(str(plan.run_dir / CROSSLOAD_DIR))}/"
     )
     cross = CrossLoadPlan(config=plan.config, run_id=plan.run_id, savers=savers)
-    return Sweep(cross, backend, loaders, [], console).run()
+    return Sweep(cross, backend, loaders, refused, console).run()

@@ -48,6 +48,9 @@ _IMAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@-]{0,254}$")
 # A Ray node label `key=value` (keys may carry a prefix/, as ray.io/accelerator-type) or a
 # custom resource's name: `--ray-nodes`.
 _RAY_NODES = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,252}(=[A-Za-z0-9._-]{0,63})?")
+# A registry as Docker names one: HOST[:PORT], then an optional path prefix of lowercase parts.
+# No scheme and no `user:password@`: the engine's own `docker login` holds any credentials.
+_REGISTRY = re.compile(r"[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[a-z0-9]+([._-][a-z0-9]+)*)*")
 # The most trials a cell may ask for, measured or warm-up: 1000 fresh processes of even the
 # smallest model take about an hour a cell, and a typo such as `repeats: 50000` would keep a
 # machine busy for weeks before anyone looked.
@@ -163,6 +166,8 @@ class MatrixConfig(BaseModel):
     address: str = _builtin("address", min_length=1)
     ray_nodes: str = _builtin("ray_nodes")
     node_backend: Literal["auto", "docker", "venv"] = _builtin("node_backend")
+    # Where the driver pushes each image for the docker nodes to pull ("": each node builds).
+    registry: str = _builtin("registry")
 
     @field_validator("repeats", mode="before")
     @classmethod
@@ -259,6 +264,16 @@ class MatrixConfig(BaseModel):
             )
         return value
 
+    @field_validator("registry")
+    @classmethod
+    def _registry(cls, value: str) -> str:
+        if value and not _REGISTRY.fullmatch(value):
+            raise ValueError(
+                f"invalid registry {value!r}; give HOST:PORT or HOST:PORT/prefix, without a "
+                "scheme or credentials (`docker login HOST:PORT` holds those)"
+            )
+        return value
+
     @field_validator("ray_nodes")
     @classmethod
     def _node_selector(cls, value: str) -> str:
@@ -273,7 +288,7 @@ class MatrixConfig(BaseModel):
 def repeats_flag(text: str) -> int | str:
     """`--repeats` as the config takes it: a count from its digits, any other word as given
     (`auto`, or a typo the config then refuses by name)."""
-    return int(text) if text.isdigit() else text
+    return int(text) if text.isascii() and text.isdecimal() else text
 
 
 def _csv(text: str) -> list[str]:
@@ -335,6 +350,11 @@ def load_config(
         raise ConfigError(
             f"{_where('ray_nodes', layers)}: only the ray backend has nodes to choose; "
             "use --backend ray, or drop --ray-nodes"
+        )
+    if config.registry and (config.backend != "ray" or config.node_backend != "docker"):
+        raise ConfigError(
+            f"{_where('registry', layers)}: only --backend ray with --node-backend docker pulls "
+            "images from a registry (the driver builds and pushes them); add both, or drop it"
         )
     if config.cross_load and config.backend == "ray":
         raise ConfigError(

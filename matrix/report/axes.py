@@ -141,8 +141,17 @@ def environment_axes(environments: pd.DataFrame) -> pd.DataFrame:
             "device": envs["gpus"].map(_device),
             "keras": envs["keras_impl"].map(lambda k: "legacy" if k == "tf-keras" else "default"),
             "keras_impl": envs["keras_impl"].fillna("").astype(str),
+            "machine": _machine(envs),
         }
     ).reset_index(drop=True)
+
+
+def _machine(envs: pd.DataFrame) -> pd.Series:
+    """The CPU model each environment ran on: held fixed by every view (never an axis), so
+    runs merged from two machines are never compared across them."""
+    if "cpu_model" not in envs:
+        return pd.Series("unknown", index=envs.index)
+    return envs["cpu_model"].fillna("unknown").astype(str)
 
 
 def _device(gpus: Any) -> str:
@@ -186,7 +195,7 @@ def arrange(envs: pd.DataFrame, axis: str) -> Arrangement | str:
     values = ordered_values(axis, envs[axis].tolist())
     if len(values) < 2:
         return _single(axis, values)
-    held = [a for a in AXES if a != axis]
+    held = [a for a in AXES if a != axis] + ["machine"]
     released = "python" in held and not _every_value_compared(envs, axis, held)
     if released:
         held.remove("python")
@@ -198,8 +207,8 @@ def arrange(envs: pd.DataFrame, axis: str) -> Arrangement | str:
     compared = chosen.groupby(held, dropna=False)[axis].transform("nunique") >= 2
     if not compared.any():
         return (
-            f"{AXES[axis]} varies ({', '.join(values)}) only together with another axis: "
-            "no two environments differ in it alone."
+            f"{AXES[axis]} varies ({', '.join(values)}) only together with another axis or "
+            "the CPU model: no two environments differ in it alone."
         )
     named = [a for a in held if envs[a].nunique() > 1]
     return Arrangement(axis, held, released, chosen[compared], values, named)
@@ -231,6 +240,7 @@ def value_label(axis: str, value: str) -> str:
         "python": f"Python {value}",
         "device": value.upper(),
         "keras": "tf-keras" if value == "legacy" else "the default Keras",
+        "machine": value,
     }[axis]
 
 
@@ -406,7 +416,8 @@ def axis_views(f: ReportFrames) -> list[AxisView]:
 
 def _held_note(arr: Arrangement) -> str:
     """What a view holds fixed, and what it released, in one line."""
-    held = ", ".join(AXES[a] if a != "device" else "device" for a in arr.held)
+    names = {**AXES, "device": "device", "machine": "CPU model"}
+    held = ", ".join(names[a] for a in arr.held)
     note = f"Held fixed in each panel: model, cache mode, {held}."
     if arr.released:
         note += (

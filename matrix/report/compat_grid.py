@@ -9,6 +9,7 @@ report, the terminal, `matrix compare` and `matrix history`.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,7 +74,10 @@ def _refusal(row: dict[str, Any]) -> str:
 
 def _verdict(rows: pd.DataFrame, refusals: pd.DataFrame) -> dict[str, Any]:
     """One cache mode of one pair: its trials (`rows`) and the pair's refusals in any mode
-    (a refusal does not depend on the cache mode, and is recorded once)."""
+    (a refusal does not depend on the cache mode, and is recorded once). The cell's own rows
+    speak first: the pair's refusals are shared by every mode, so they make the cell
+    `incompatible` only when it has nothing else (a cold cell that could not be timed, or a
+    fallback whose loads were all invalid, says that, not that the API refused)."""
     before = {
         "refused": "\n\n".join(_refusal(r) for r in refusals.to_dict("records")),
         "refused_apis": ", ".join(refusals["load_api"].astype(str)),
@@ -93,7 +97,7 @@ def _verdict(rows: pd.DataFrame, refusals: pd.DataFrame) -> dict[str, Any]:
             "parity_rel_err_max": pd.to_numeric(ok["parity_rel_err"]).max(),
             "reason": "",
         }
-    for status in ("error", "incompatible", "invalid", "unsupported"):
+    for status in ("error", "invalid", "unsupported", "incompatible"):
         found = (refusals if status == "incompatible" else rows[rows["status"].eq(status)]).tail(1)
         if len(found):
             last = found.iloc[0]
@@ -323,9 +327,9 @@ STEP_STYLE = {"broke": "red", "fixed": "green", "same": "", "not comparable": "y
 
 
 def step(before: Any, after: Any) -> str:
-    """`broke` when `after` is worse than `before` (it loaded and now fails, or its parity now
-    fails), `fixed` when better, `same`, or `not comparable` when a side measured nothing
-    (invalid, unsupported or not measured say nothing of compatibility)."""
+    """`broke` when verdict `after` is worse than `before` (it loaded and now fails, or its
+    parity now fails), `fixed` when better, `same`, or `not comparable` when a side measured
+    nothing (invalid, unsupported or not measured say nothing of compatibility)."""
     if before not in _RANK or after not in _RANK:
         return "not comparable"
     if _RANK[after] == _RANK[before]:
@@ -333,30 +337,89 @@ def step(before: Any, after: Any) -> str:
     return "broke" if _RANK[after] > _RANK[before] else "fixed"
 
 
+def _served(cell: Mapping[str, Any]) -> str:
+    """The API that loaded a `pair_cells` row ("" when it did not load)."""
+    return str(cell["load_api"]) if cell["verdict"] in LOADED else ""
+
+
+def _refused(cell: Mapping[str, Any]) -> set[str]:
+    apis = cell["refused_apis"]
+    return set() if missing(apis) or not apis else set(str(apis).split(", "))
+
+
+def pair_step(before: Mapping[str, Any], after: Mapping[str, Any]) -> str:
+    """The step of one cross-load cell between two runs (`pair_cells` rows), by its verdict and
+    by the API that loaded it: the API that loaded it before now refuses it → `broke`, even
+    when a fallback still loads it (code calling that API fails now, docs/cross-load.md); an
+    API that refused it before now loads it → `fixed`; loaded by two different APIs with no
+    refusal to explain it (the loader's stack changed its APIs) → `not comparable`."""
+    moved = step(before["verdict"], after["verdict"])
+    if moved == "not comparable":
+        return moved
+    served_before, served_after = _served(before), _served(after)
+    # Refusals are the pair's, from any cache mode: an API that still loads this cell is not
+    # refused it.
+    if moved == "broke" or (served_before in _refused(after) and served_after != served_before):
+        return "broke"
+    if moved == "fixed" or (served_after in _refused(before) and served_after != served_before):
+        return "fixed"
+    if served_before and served_after and served_before != served_after:
+        return "not comparable"
+    return "same"
+
+
+def shown(cell: Mapping[str, Any]) -> str:
+    """A cell's verdict as compare and history show it: `ok via TFSMLayer` when a fallback
+    loaded it (so a change of API shows beside its step)."""
+    verdict = str(cell["verdict"])
+    fallback = not missing(cell["fallback"]) and bool(cell["fallback"])
+    return f"{verdict} via {_api(cell['load_api'])}" if verdict in LOADED and fallback else verdict
+
+
+def _why(cell: Mapping[str, Any]) -> str:
+    """What compare and history say of a cell: the reason of a verdict that is not a load,
+    else the refusals before the API that loaded it ("" when the first API did)."""
+    for text in (cell["reason"], cell["refused"]):
+        if not missing(text) and text:
+            return str(text)
+    return ""
+
+
 def pair_changes(before: pd.DataFrame, after: pd.DataFrame) -> pd.DataFrame:
     """Every cross-load cell of `after` (a `pair_cells` table) against the same cell of
-    `before`: both verdicts, their `step` and the reason the later one gives."""
+    `before`: what each showed (`shown_a`, `shown_b`), their `step` and the later one's
+    `reason` (`_why`)."""
     keys = PAIR_CELL[1:]
-    both = before[[*keys, "verdict"]].merge(after, on=keys, suffixes=("_a", "_b"))
-    both["step"] = [step(a, b) for a, b in zip(both["verdict_a"], both["verdict_b"])]
-    return both[[*keys, "verdict_a", "verdict_b", "step", "reason"]]
+    judged = ["verdict", "load_api", "fallback", "refused_apis"]
+    both = before[[*keys, *judged]].merge(after, on=keys, suffixes=("_a", "_b"))
+    rows = both.to_dict("records")
+    a, b = ([{k: r[f"{k}_{side}"] for k in judged} for r in rows] for side in "ab")
+    both["shown_a"] = [shown(cell) for cell in a]
+    both["shown_b"] = [shown(cell) for cell in b]
+    both["step"] = [pair_step(x, y) for x, y in zip(a, b)]
+    both["reason"] = [_why(r) for r in rows]
+    return both[[*keys, "shown_a", "shown_b", "step", "reason"]]
 
 
 def pair_history(cells: pd.DataFrame) -> pd.DataFrame:
-    """Per cross-load cell over the runs of `cells` (a `pair_cells` table): its verdict in
-    each run (`run_id` → verdict in `verdicts`) and the step of its last run from the one
-    before (`step`, "" for a cell of one run)."""
+    """Per cross-load cell over the runs of `cells` (a `pair_cells` table): what it showed in
+    each run (`run_id` → `shown` in `shown`), the step of its last run from the one before
+    (`step`, "" for a cell of one run) and the last one's `reason` (`_why`)."""
     keys = PAIR_CELL[1:]
     rows = []
     ordered = cells.sort_values("run_id", kind="stable")
     for key, runs in ordered.groupby(keys, sort=False, dropna=False):
-        verdicts = dict(zip(runs["run_id"], runs["verdict"]))
-        last = runs.iloc[-1]
-        moved = step(runs.iloc[-2]["verdict"], last["verdict"]) if len(runs) > 1 else ""
+        found = runs.to_dict("records")
+        moved = pair_step(found[-2], found[-1]) if len(found) > 1 else ""
         rows.append(
-            {**dict(zip(keys, key)), "verdicts": verdicts, "step": moved, "reason": last["reason"]}
+            {
+                **dict(zip(keys, key)),
+                "shown": {r["run_id"]: shown(r) for r in found},
+                "step": moved,
+                "reason": _why(found[-1]),
+            }
         )
-    return pd.DataFrame(rows, columns=[*keys, "verdicts", "step", "reason"])
+    return pd.DataFrame(rows, columns=[*keys, "shown", "step", "reason"])
 
 
 def changes_table(changes: pd.DataFrame, title: str, runs: list[str] | None = None) -> RichTable:
@@ -371,9 +434,9 @@ def changes_table(changes: pd.DataFrame, title: str, runs: list[str] | None = No
     table.add_column("reason", overflow="fold")
     for row in changes.to_dict("records"):
         seen = (
-            [row["verdicts"].get(run, "") for run in runs]
+            [row["shown"].get(run, "") for run in runs]
             if runs
-            else [row["verdict_a"], row["verdict_b"]]
+            else [row["shown_a"], row["shown_b"]]
         )
         table.add_row(
             *[Text(str(row[k])) for k in PAIR_CELL[1:]],

@@ -10,7 +10,12 @@ both, and a suite that skips there would pass without testing anything.
 
 from __future__ import annotations
 
+import shutil
+import socket
+import subprocess
 import time
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -125,3 +130,59 @@ def four_tf_sweep(
         done,
         time.monotonic() - start,
     )
+
+
+class Registry(NamedTuple):
+    """A running Docker registry: its `HOST:PORT` and the log of every request it answered."""
+
+    address: str
+    log: Path
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    """A real Docker registry (Debian's docker-registry, distribution 2.8) on a free port of
+    this machine, for `--registry`: dockerd pushes to one on localhost without TLS. Its
+    storage (an image's compressed layers) is removed at teardown, not left to pytest."""
+    binary = shutil.which("docker-registry")
+    if binary is None:
+        pytest.fail(
+            "these tests need docker-registry: `make registry-ready` (apt-get install "
+            "docker-registry), as `make test` does",
+            pytrace=False,
+        )
+    root = tmp_path_factory.mktemp("registry")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{probe.getsockname()[1]}"
+    settings = {
+        "version": 0.1,
+        "log": {"level": "info"},
+        "storage": {"filesystem": {"rootdirectory": str(root / "storage")}},
+        "http": {"addr": address},
+    }
+    (root / "config.yml").write_text(yaml.safe_dump(settings))
+    log = root / "registry.log"
+    with log.open("wb") as out:
+        server = subprocess.Popen(
+            [binary, "serve", str(root / "config.yml")], stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"http://{address}/v2/", timeout=5).close()
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"docker-registry did not start; see {log}", pytrace=False)
+                time.sleep(0.2)
+        yield Registry(address, log)
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        shutil.rmtree(root / "storage", ignore_errors=True)

@@ -4,7 +4,9 @@ The nodes measure with their venv backend, reusing the venvs the venv tests make
 (`venv_root`). One sweep shows both nodes used, one measurement at a time per node, records
 of the local schema carrying their node, and a failing environment recorded while the others
 finish; then Ctrl-C, which must leave no task, process or folder behind, and the loss of a
-node, whose environment is retried once on the other. The cluster is always torn down.
+node, whose environment is retried once on the other. On the same cluster the docker node
+backend pulls the session's image from a real registry the driver pushed it to (`--registry`).
+The cluster is always torn down.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,21 +28,20 @@ from pathlib import Path
 import pytest
 
 from harness.contract import RECORDS, common_fields, fields_of
+from matrix.build.images import ImageResult, registry_reference
 from matrix.build.venvs import venv_path
 from matrix.execute.backends.ray_local import LocalCluster
 from matrix.plan.config import load_config
 from matrix.plan.environments import expand
 from matrix.plan.pythons import find_pythons
 from matrix.results.reader import read_jsonl
-from tests.integration.docker_matrix import matrix, records
+from tests.integration.docker_matrix import MATRIX_YAML, matrix, records
 
 pytestmark = pytest.mark.slow
 
 WORKER_LABEL = "tier=worker"
 WAIT_S = 900.0  # for harnesses to start: a venv is made first when the venv tests have not
-SLICE = (
-    "--node-backend",
-    "venv",
+MEASURE = (
     "--py",
     "3.11",
     "--models",
@@ -56,6 +58,7 @@ SLICE = (
     "2",
     "--no-report",
 )
+SLICE = ("--node-backend", "venv", *MEASURE)
 OK_ENVS = ["tf2.12-py3.11-cpu", "tf2.21-py3.11-cpu", "tf2.21-py3.11-cpu-tfkeras"]
 FAILING_ENV = "tf2.20-py3.11-cpu"  # its venv folder is taken by a file: its install fails
 
@@ -239,6 +242,73 @@ def test_ctrl_c_leaves_no_task_process_or_folder_behind(cluster: Cluster, tmp_pa
     assert manifest["ended"] is None
     assert {o["status"] for o in manifest["outcomes"]} == {"interrupted"}
     assert "interrupted: cancelled 2 task(s)" in output
+
+
+def test_docker_nodes_pull_the_image_the_driver_pushed_to_the_registry(
+    cluster: Cluster, registry, cpu_image: ImageResult, docker_engine, tmp_path: Path
+) -> None:
+    """`--node-backend docker --registry`: the driver finds the session's image by its content
+    tag (builds nothing) and pushes it to a real registry; the node pulls that exact reference
+    and measures in it. The driver removes the registry's name once pushed, so on this one
+    engine the name comes back only by the node's pull, which the registry's log shows too."""
+    (tmp_path / "matrix.yaml").write_text(MATRIX_YAML)
+    reference = registry_reference(registry.address, cpu_image.tag)
+    repository, _, tag = reference.partition("/")[2].rpartition(":")
+    run_dir = tmp_path / "results" / "ray-registry"
+    started = time.monotonic()
+    try:
+        proc = cluster.run(
+            tmp_path,
+            *("--node-backend", "docker", "--registry", registry.address),
+            *("--run-id", "ray-registry", "--tf", "2.21", *MEASURE),
+        )
+        print(f"ray sweep through the registry: {time.monotonic() - started:.0f} s")
+        assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+        (outcome,) = json.loads((run_dir / "manifest.json").read_text())["outcomes"]
+        assert outcome["status"] == "ok" and outcome["node_backend"] == "docker", outcome
+        assert outcome["image_source"] == "pulled" and outcome["image"] == reference, outcome
+        assert docker_engine.images.get(reference).id == cpu_image.image_id
+    finally:  # the registry's names only: the images stay, under their content tags
+        for image in docker_engine.images.list(name=f"{registry.address}/{repository}"):
+            for name in image.tags:
+                if name.startswith(f"{registry.address}/"):
+                    docker_engine.images.remove(name)
+    found = records(run_dir, outcome["env_id"])
+    assert found[-1]["kind"] == "done" and found[-1]["trials_written"] >= 2, found[-1]
+    (environment,) = [r for r in found if r["kind"] == "environment"]
+    assert environment["in_container"] and environment["ray_node_id"] == outcome["node_id"]
+    listed = urllib.request.urlopen(f"http://{registry.address}/v2/{repository}/tags/list")
+    assert tag in json.load(listed)["tags"]
+    # The node's pull asks for the manifest the push had put (HEAD by tag, perhaps GET by digest)
+    log = registry.log.read_text()
+    manifest = rf'http\.request\.uri="?/v2/{repository}/manifests/'
+    pushed = re.search(rf"method=PUT \S+ {manifest}", log)
+    assert pushed and re.search(rf"method=(HEAD|GET) \S+ {manifest}", log[pushed.end() :]), log
+    assert "Downloaded newer image" in (run_dir / f"{outcome['env_id']}.build.log").read_text()
+
+
+def test_a_registry_that_does_not_answer_is_a_failure_naming_it(
+    cluster: Cluster, cpu_image: ImageResult, tmp_path: Path
+) -> None:
+    """The push fails at once: a `failure` record naming the registry and what to check, the
+    run's exit code 3 (nothing measured), no traceback."""
+    (tmp_path / "matrix.yaml").write_text(MATRIX_YAML)
+    with socket.socket() as probe:  # a port nothing listens on once the probe is closed
+        probe.bind(("127.0.0.1", 0))
+        nowhere = f"127.0.0.1:{probe.getsockname()[1]}"
+    started = time.monotonic()
+    proc = cluster.run(
+        tmp_path,
+        *("--node-backend", "docker", "--registry", nowhere),
+        *("--run-id", "ray-no-registry", "--tf", "2.21", *MEASURE),
+    )
+    print(f"ray sweep with a dead registry: {time.monotonic() - started:.0f} s")
+    assert proc.returncode == 3, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert "Traceback" not in proc.stdout + proc.stderr
+    (failure,) = records(tmp_path / "results" / "ray-no-registry", cpu_image.env_id)
+    assert failure["kind"] == "failure" and failure["scope"] == "environment", failure
+    assert f"to the registry {nowhere} failed" in failure["reason"], failure
+    assert f"curl http://{nowhere}/v2/" in failure["reason"], failure
 
 
 def test_a_lost_node_s_environment_is_retried_once_on_the_other(

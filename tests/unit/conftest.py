@@ -15,7 +15,8 @@ FORBIDDEN = ("tensorflow", "keras", "docker")
 
 @pytest.fixture(autouse=True, scope="session")
 def _no_heavy_parts() -> object:
-    # In one session after tests/integration/ (as `pytest tests`), what those loaded is theirs.
+    # `make test` runs this folder in a process of its own; in one session after
+    # tests/integration/ (`pytest tests`), what those loaded is theirs and cannot be checked.
     before = {name for name in FORBIDDEN if name in sys.modules}
     yield
     loaded = [name for name in FORBIDDEN if name in sys.modules and name not in before]

@@ -11,7 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from matrix.cli import app
-from matrix.report.compat_grid import grid_cell, grids, pair_cells, step
+from matrix.plan.environments import Environment
+from matrix.report.compat_grid import grid_cell, grids, pair_cells, pair_step, step
 from matrix.results.dataset import export, load_runs
 from matrix.results.reader import Record
 from tests.conftest import make_record, write_jsonl
@@ -198,6 +199,109 @@ def test_history_exits_1_when_the_last_night_broke_a_pair(tmp_path: Path) -> Non
     assert "Cross-load verdict per run" in result.output and "broke" in result.output
 
 
+LOAD_MODEL, TFSM, TF_KERAS = (
+    "keras.models.load_model",
+    "keras.layers.TFSMLayer",
+    "tf_keras.models.load_model",
+)
+
+
+def _cell(verdict: str, api: str, refused: str = "") -> dict[str, Any]:
+    """A `pair_cells` row as the step reads it (`refused`: the APIs that refused before)."""
+    return {"verdict": verdict, "load_api": api, "fallback": bool(refused), "refused_apis": refused}
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "expected"),
+    [
+        (_cell("ok", LOAD_MODEL), _cell("ok", TFSM, LOAD_MODEL), "broke"),
+        (_cell("ok", TFSM, LOAD_MODEL), _cell("ok", LOAD_MODEL), "fixed"),
+        (_cell("ok", TFSM, LOAD_MODEL), _cell("ok", TF_KERAS, f"{LOAD_MODEL}, {TFSM}"), "broke"),
+        (_cell("ok", TFSM, LOAD_MODEL), _cell("ok", TFSM, LOAD_MODEL), "same"),
+        (_cell("incompatible", TFSM, f"{LOAD_MODEL}, {TFSM}"), _cell("ok", TFSM, LOAD_MODEL),
+         "fixed"),
+        (_cell("parity-fail", LOAD_MODEL), _cell("ok", TFSM, LOAD_MODEL), "broke"),
+        (_cell("ok", LOAD_MODEL), _cell("ok", "tflite interpreter"), "not comparable"),
+        (_cell("ok", TFSM, LOAD_MODEL), _cell("incompatible", TFSM, f"{LOAD_MODEL}, {TFSM}"),
+         "broke"),
+    ],
+)  # fmt: skip
+def test_a_step_is_judged_by_the_api_that_loaded_too(
+    before: dict[str, Any], after: dict[str, Any], expected: str
+) -> None:
+    assert pair_step(before, after) == expected
+
+
+def test_an_api_that_still_loads_the_cell_is_not_refused_it() -> None:
+    """Refusals are the pair's, from any cache mode: one in another mode does not break a cell
+    that the same API loaded both nights."""
+    assert pair_step(_cell("ok", LOAD_MODEL), _cell("ok", LOAD_MODEL, LOAD_MODEL)) == "same"
+    assert pair_step(_cell("ok", LOAD_MODEL, LOAD_MODEL), _cell("ok", LOAD_MODEL)) == "same"
+
+
+def _in_mode(trial: Record, mode: str) -> Record:
+    return {**trial, "cache_mode": mode, "cell_id": trial["cell_id"].replace("/warm/", f"/{mode}/")}
+
+
+def _refused_then_unmeasured() -> list[Record]:
+    """load_model refused (in `warm`) and TFSMLayer loaded there; the `cold` cell could not be
+    timed at all (one record, as `harness crossload` writes it) and the `cold-model` one's
+    fallback loads were all invalid."""
+    refused, loaded = _refused_then_fallback()
+    untimed = {**_cross(NEW, OLD, "savedmodel-keras", "", "unsupported"), "reason": "no drop"}
+    del untimed["load_api"], untimed["fallback"], untimed["parity_status"]
+    invalid = _cross(NEW, OLD, "savedmodel-keras", TFSM, "invalid", fallback=True, reason="warm")
+    return [refused, loaded, _in_mode(untimed, "cold"), _in_mode(invalid, "cold-model")]
+
+
+def test_a_cell_is_judged_by_its_own_trials_before_the_pairs_refusals(tmp_path: Path) -> None:
+    cross = _refused_then_unmeasured()
+    ds = load_runs([_run(tmp_path, "20261201-010000-aaaa", cross, fmt="savedmodel-keras")])
+    verdicts = {c["cache_mode"]: c["verdict"] for c in pair_cells(ds).to_dict("records")}
+    assert verdicts == {"cold": "unsupported", "cold-model": "invalid", "warm": "ok"}
+
+
+def test_compare_does_not_call_a_cell_that_measured_nothing_broke(tmp_path: Path) -> None:
+    """Both nights only the fallback loads it; tonight two of its cells measured nothing."""
+    refused, loaded = _refused_then_fallback()
+    before = [refused, *(_in_mode(loaded, mode) for mode in ("cold", "cold-model", "warm"))]
+    _run(tmp_path, "20261201-010000-aaaa", before, fmt="savedmodel-keras")
+    _run(tmp_path, "20261202-010000-bbbb", _refused_then_unmeasured(), fmt="savedmodel-keras")
+    result = CliRunner().invoke(
+        app,
+        ["compare", "20261201-010000-aaaa", "20261202-010000-bbbb", "--results-dir",
+         str(tmp_path), "--allow-underpowered"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "0 of 3 broke" in result.output
+
+
+def _fallback_tonight(tmp_path: Path) -> tuple[str, str]:
+    """Last night `load_model` loaded the Keras 2 SavedModel; tonight it refuses and only the
+    TFSMLayer fallback loads it."""
+    loaded = _cross(NEW, OLD, "savedmodel-keras", LOAD_MODEL, "ok")
+    _run(tmp_path, "20261201-010000-aaaa", [loaded], fmt="savedmodel-keras")
+    _run(tmp_path, "20261202-010000-bbbb", _refused_then_fallback(), fmt="savedmodel-keras")
+    return "20261201-010000-aaaa", "20261202-010000-bbbb"
+
+
+def test_compare_exits_1_when_only_a_fallback_loads_what_the_api_loaded(tmp_path: Path) -> None:
+    a, b = _fallback_tonight(tmp_path)
+    result = CliRunner().invoke(
+        app, ["compare", a, b, "--results-dir", str(tmp_path), "--allow-underpowered"]
+    )
+    assert result.exit_code == 1, result.output
+    assert "ok via TFSMLayer" in result.output and "1 of 1 broke" in result.output
+
+
+def test_history_exits_1_when_only_a_fallback_loads_it_now(tmp_path: Path) -> None:
+    _fallback_tonight(tmp_path)
+    wide = {"COLUMNS": "200"}  # the table's columns do not wrap: a narrow one cuts the step
+    result = CliRunner().invoke(app, ["history", "--results-dir", str(tmp_path)], env=wide)
+    assert result.exit_code == 1, result.output
+    assert "ok via TFSMLayer" in result.output and "broke" in result.output
+
+
 def test_a_loader_gets_every_other_saver_and_reads_their_artifact_folders(tmp_path: Path) -> None:
     from matrix.execute.crossload import CrossLoadPlan
     from matrix.plan.config import load_config
@@ -211,6 +315,85 @@ def test_a_loader_gets_every_other_saver_and_reads_their_artifact_folders(tmp_pa
     given = Path(args[args.index("--saved-by") + 1])
     assert [s["env_id"] for s in json.loads(given.read_text())["savers"]] == [OLD, NEW]
     assert plan.reads_artifacts_of(NEW) == (OLD, NEW)  # its own too: the grid's diagonal
+
+
+def _planned(env_id: str) -> Environment:
+    """The environment `env_id` as the host plans it (what it makes the venv or image with)."""
+    from matrix.plan.config import load_config
+    from matrix.plan.environments import expand
+
+    config = load_config(None, {"tf": "2.12,2.21", "python": "3.11", "keras": "default,legacy"})
+    return next(e for e in expand(config)[0] if e.id == env_id)
+
+
+def _saver_records(tmp_path: Path, **said: str) -> Path:
+    """A saver's records as its environment wrote them: `said` overrides its environment's."""
+    env = {"env_id": NEW, "tensorflow": "2.21.0", "keras": "3.13.2", "keras_impl": "keras3"}
+    return write_jsonl(
+        tmp_path / f"{NEW}.jsonl",
+        [
+            make_record("environment", **{**env, **said}),
+            make_record("artifact", model="dense-10k", format="h5", status="ok"),
+            make_record("artifact", model="dense-10k", format="keras", status="error"),
+        ],
+    )
+
+
+def test_a_saver_is_who_the_host_made_its_records_give_only_other_facts(tmp_path: Path) -> None:
+    from matrix.execute.crossload import saver_entry
+
+    entry, why = saver_entry(_planned(NEW), _saver_records(tmp_path))
+    assert why == "" and entry == {
+        "env_id": NEW,
+        "tensorflow": "2.21.0",
+        "keras_impl": "keras3",
+        "keras": "3.13.2",  # measured inside: a fact, not who it is
+        "saved": {"dense-10k": ["h5"]},
+    }
+
+
+@pytest.mark.parametrize(
+    ("env_id", "said", "named"),
+    [
+        (NEW, {"env_id": OLD}, f"env_id '{OLD}' where the host made '{NEW}'"),
+        (NEW, {"tensorflow": "2.12.1"}, "tensorflow '2.12.1' where the host made '2.21.0'"),
+        (NEW, {"keras_impl": "keras2"}, "keras_impl 'keras2' where the host made 'keras3'"),
+        (f"{NEW}-tfkeras", {"env_id": f"{NEW}-tfkeras"}, "where the host made 'tf-keras'"),
+    ],
+)
+def test_a_saver_whose_records_contradict_the_host_is_refused_with_the_reason(
+    tmp_path: Path, env_id: str, said: dict[str, str], named: str
+) -> None:
+    from matrix.execute.crossload import saver_entry
+
+    entry, why = saver_entry(_planned(env_id), _saver_records(tmp_path, **said))
+    assert entry is None and named in why and "takes no part in the cross-load" in why
+
+
+def test_an_environment_whose_records_lie_neither_saves_nor_loads(tmp_path: Path) -> None:
+    """With the one other environment refused, nothing is left to cross: no loader starts,
+    and the terminal says why (the backend is never reached)."""
+    from rich.console import Console
+
+    from matrix.execute.crossload import cross_load
+    from matrix.execute.run_plan import RunPlan
+    from matrix.execute.sweep import EnvOutcome
+    from matrix.plan.config import load_config
+    from tests.unit.fake_backend import FakeBackend
+
+    config = load_config(None, {"results_dir": tmp_path, "cross_load": "*"})
+    plan = RunPlan(config=config, run_id="r1")
+    plan.run_dir.mkdir(parents=True)
+    old = make_record("environment", env_id=OLD, tensorflow="2.12.1", keras_impl="keras2")
+    write_jsonl(plan.records_file(OLD), [old])
+    _saver_records(plan.run_dir, tensorflow="2.12.1")  # NEW, claiming to be TF 2.12
+    console = Console(record=True, width=300)
+    outcomes = [EnvOutcome(env, "ok") for env in (OLD, NEW)]
+    envs = [_planned(OLD), _planned(NEW)]
+    started = cross_load(plan, FakeBackend({}), envs, outcomes, console)
+    said = console.export_text()
+    assert started == [] and "ran and were not refused (refused above: 1)" in said
+    assert f"{NEW}'s environment record says tensorflow '2.12.1' where the host made" in said
 
 
 @pytest.mark.parametrize(

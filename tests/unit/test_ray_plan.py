@@ -14,6 +14,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from matrix.build.images import registry_reference
+from matrix.errors import ConfigError
 from matrix.execute.backends.ray import Node, RayBackend, mismatch, other_code, selected
 from matrix.execute.backends.ray_node import NodeSpec, _Rewrite, _Tail, node_matrix
 from matrix.plan.config import load_config
@@ -122,9 +126,10 @@ def test_the_spec_travels_as_plain_data_and_comes_back_the_same() -> None:
         build_root="/var/cache/tflm",
         attempt=2,
         driver_run_dir="/home/me/results/r1",
+        image="reg.lab:5000/tf-load-matrix:tf2.21-py3.11-gpu-0123456789ab",
     )
     back = NodeSpec(**json.loads(json.dumps(asdict(spec))))
-    assert back.environment() == GPU
+    assert back.image == spec.image and back.environment() == GPU
     assert back.workdir() == Path(f"/var/cache/tflm/ray-runs/r1/{GPU.id}-2")
     measured = node_matrix(back.config, Path("/scratch"))
     assert measured.backend == "docker" and measured.results_dir == Path("/scratch")
@@ -140,3 +145,19 @@ def test_matrix_starts_without_ray() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_a_registry_is_host_port_and_prefix_for_docker_nodes_only() -> None:
+    """`--registry` names where images go, never how to log in; only docker nodes pull."""
+    docker_nodes = {"backend": "ray", "node_backend": "docker"}
+    config = load_config(None, docker_nodes | {"registry": "reg.lab:5000/team"})
+    assert registry_reference(config.registry, "tf-load-matrix:tf2.21-py3.11-cpu-0a1b") == (
+        "reg.lab:5000/team/tf-load-matrix:tf2.21-py3.11-cpu-0a1b"
+    )
+    assert load_config(None, docker_nodes).registry == ""  # the default: each node builds
+    for given in ("https://reg.lab:5000", "me:secret@reg.lab:5000", "reg.lab:5000/Team"):
+        with pytest.raises(ConfigError, match=r"--registry: invalid registry .*docker login"):
+            load_config(None, docker_nodes | {"registry": given})
+    for other in ({"backend": "ray", "node_backend": "venv"}, {"backend": "docker"}):
+        with pytest.raises(ConfigError, match=r"^--registry: only --backend ray with --node-b"):
+            load_config(None, other | {"registry": "reg.lab:5000"})

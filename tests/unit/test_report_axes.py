@@ -222,3 +222,29 @@ def test_the_terminal_summary_lists_environments_in_version_order() -> None:
     rows = summarize(dataset_of(fake_sweep_records(envs, _loads)))
     order = list(dict.fromkeys(rows["env_id"]))
     assert order == [f"tf{tf.rsplit('.', 1)[0]}-py{py}-cpu" for tf, py in AUTO]
+
+
+def test_runs_from_two_machines_are_never_compared_across_them() -> None:
+    """Merged runs of two hosts: a TF step is judged only between environments of one CPU
+    model, and a version measured on one machine alone is no trend."""
+
+    def on(cpu: str, tf: str, run_id: str) -> list[dict[str, Any]]:
+        env = {**fake_environment(tf), "cpu_model": cpu}
+        return fake_sweep_records([env], _loads, run_id=run_id)
+
+    apart = on("CPU A", "2.15.1", "20261130-000000-aaaa") + on(
+        "CPU B", "2.21.0", "20261130-000001-bbbb"
+    )
+    view = _view(_frames(apart), "tf")
+    assert not view.panels and "only together with another axis" in view.note
+
+    both = [
+        on(cpu, tf, f"20261130-00000{i}-{cpu[-1].lower() * 4}")
+        for i, (cpu, tf) in enumerate(
+            [("CPU A", "2.15.1"), ("CPU A", "2.21.0"), ("CPU B", "2.15.1"), ("CPU B", "2.21.0")]
+        )
+    ]
+    f = _frames([r for records in both for r in records])
+    assert "CPU model" in _view(f, "tf").note
+    steps = changes.version_steps(axes.environment_axes(f.reported), axes.points_of(f))
+    assert {"CPU A", "CPU B"} == set(steps["machine"])

@@ -312,20 +312,30 @@ class DockerBackend(Backend):
     name = "docker"
     makes = "image"
 
-    def __init__(self, client: Any, build_root: Path, drop_route: str | None) -> None:
+    def __init__(
+        self,
+        client: Any,
+        build_root: Path,
+        drop_route: str | None,
+        pulls: dict[str, str] | None = None,
+    ) -> None:
         self._client, self._build_root = client, build_root
         self._drop_route = (
             drop_route  # how this host drops the page cache (matrix.execute.hostdrop)
         )
+        self._pulls = pulls or {}  # env id -> the registry reference to pull instead of building
 
     @classmethod
-    def create(cls, config: MatrixConfig, build_root: Path) -> DockerBackend:
+    def create(
+        cls, config: MatrixConfig, build_root: Path, pulls: dict[str, str] | None = None
+    ) -> DockerBackend:
         """A daemon must answer (EnvironmentFailure naming the fix); the cache-drop route is
-        found once, for every container of the run."""
+        found once, for every container of the run. `pulls`: the images a Ray driver pushed to
+        `--registry`, pulled by their exact reference, never built here."""
         from matrix.build.images import docker_client
 
         check_folder("--build-dir", build_root)
-        return cls(docker_client(), build_root, hostdrop.route())
+        return cls(docker_client(), build_root, hostdrop.route(), pulls)
 
     def environments(self, config: MatrixConfig) -> tuple[list[Environment], list[Skipped]]:
         """GPU cells need the engine's NVIDIA runtime: without it they are skipped, up front."""
@@ -338,11 +348,15 @@ class DockerBackend(Backend):
         return environments, skipped
 
     def prepare(self, env: Environment, log: Path, on_line: Callable[[str], None]) -> Prepared:
-        from matrix.build.images import ensure_image
+        from matrix.build.images import ensure_image, pull_image
 
-        image = ensure_image(self._client, env, self._build_root, log, on_line=on_line)
+        if env.id in self._pulls:
+            image = pull_image(self._client, env, self._pulls[env.id], log)
+        else:
+            image = ensure_image(self._client, env, self._build_root, log, on_line=on_line)
         if image.status != "ok":
-            reason = f"image build failed: {image.reason}"
+            pulled = env.id in self._pulls  # its reason names the registry already
+            reason = image.reason if pulled else f"image build failed: {image.reason}"
             return Prepared(env, image.tag, False, image.seconds, reason)
         return Prepared(env, image.tag, image.built, image.seconds)
 

@@ -4,7 +4,8 @@ A node offers measurement slots through the custom resource `tf_load_matrix` (`r
 --resources '{"tf_load_matrix": 1}'`); every task asks for one, so a node never measures two
 environments at once, and a GPU environment also asks for a GPU. On its node the task measures
 with that node's own docker or venv backend (`ray_node`) and streams the records back as they are
-written, so the records file, progress and resume here are those of a local sweep. The code
+written, so the records file, progress and resume here are those of a local sweep. With
+`--registry` the driver builds each image once and pushes it, and the docker nodes pull it. The code
 reaches nodes by installation (docs/ray.md): each node is surveyed first, and one running other
 code than the driver is an error naming both versions. Ray is imported only by this module.
 """
@@ -16,7 +17,7 @@ import os
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -207,8 +208,11 @@ class RayBackend(Backend):
 
     name = "ray"
 
-    def __init__(self, config: MatrixConfig, build_root: Path, targets: list[Node]) -> None:
+    def __init__(
+        self, config: MatrixConfig, build_root: Path, targets: list[Node], client: Any = None
+    ) -> None:
         self._config, self._build_root, self._nodes = config, build_root, targets
+        self._client = client  # the driver's Docker engine, which pushes to `--registry`
         self._eligible: dict[str, list[str]] = {}  # env id -> ids of the nodes that can run it
         self._attempts: dict[str, int] = {}  # env id -> attempts launched
         # Nodes a task was lost on: still listed alive for a while after dying, never used again
@@ -217,6 +221,11 @@ class RayBackend(Backend):
 
     @classmethod
     def create(cls, config: MatrixConfig, build_root: Path) -> RayBackend:
+        client = None
+        if config.registry:  # the driver builds and pushes: its engine must answer first
+            from matrix.build.images import docker_client
+
+            client = docker_client()
         connect(config.address)
         everyone = nodes()
         targets = selected(everyone, config.ray_nodes)
@@ -232,7 +241,7 @@ class RayBackend(Backend):
         other = other_code(surveyed, {before, tool_version()})
         if other:
             raise EnvironmentFailure(mismatch(other[0]))
-        return cls(config, build_root.absolute(), surveyed)
+        return cls(config, build_root.absolute(), surveyed, client)
 
     def environments(self, config: MatrixConfig) -> tuple[list[Environment], list[Skipped]]:
         """Every environment some node can run (its own backend plans it, and has the GPU a
@@ -252,6 +261,20 @@ class RayBackend(Backend):
         self.slots = max(1, sum(node.slots for node in self._nodes if node.id in used))
         return environments, skipped
 
+    def prepare(self, env: Environment, log: Path, on_line: Callable[[str], None]) -> Prepared:
+        """With `--registry`, the image every docker node pulls: built here (or found by its
+        content tag) and pushed, once; without, nothing: each node makes its own."""
+        if self._client is None:
+            return Prepared(env)
+        from matrix.build.images import ensure_image, push_image
+
+        image = ensure_image(self._client, env, self._build_root, log, on_line=on_line)
+        if image.status != "ok":
+            reason = f"image build failed: {image.reason}"
+            return Prepared(env, image.tag, False, image.seconds, reason)
+        pushed = push_image(self._client, image, self._config.registry, log)
+        return Prepared(env, pushed.tag, pushed.built, pushed.seconds, pushed.reason)
+
     def launch(self, plan: RunPlan, ready: Prepared, log: IO[bytes]) -> RayHarness:
         env = ready.env
         attempt = self._attempts[env.id] = self._attempts.get(env.id, 0) + 1
@@ -264,6 +287,7 @@ class RayBackend(Backend):
             build_root=str(self._build_root),
             attempt=attempt,
             driver_run_dir=str(plan.run_dir.absolute()),
+            image=ready.ref,  # pushed to `--registry` by `prepare`; "" without one
         )
         handle = RayHarness(plan, env, spec, eligible, log, self._node_names(), self._lost)
         self._handles.append(handle)
@@ -385,6 +409,9 @@ class RayHarness(Harness):
             seconds=float(outcome.get("build_s") or 0.0),
             reason=outcome.get("reason", "") if outcome.get("status") == "build-failed" else "",
         )
+        if made.ref and not made.reason:  # a node given a pushed image only pulls it
+            source = "pulled" if self._spec.image else "built" if made.built else "found"
+            details["image_source"] = source
         return Ended(
             prepared=made,
             reason=outcome.get("reason", ""),

@@ -56,6 +56,7 @@ class NodeSpec:
     build_root: str  # absolute: the same folder on every node (venvs, images' contexts)
     attempt: int  # 1, or 2 for the one retry after the first attempt's node died
     driver_run_dir: str  # where the driver writes what is streamed: the logs a reason names
+    image: str = ""  # the reference the driver pushed to `--registry`: pulled, never built here
 
     def environment(self) -> Environment:
         fields = dict(self.env)
@@ -283,7 +284,7 @@ def main() -> int:
     try:
         with sigterm_as_ctrl_c():
             config = node_matrix(spec.config, results_dir)
-            backend = create_backend(config, Path(spec.build_root), console)
+            backend = _backend(spec, config, console)
             with run_lock(results_dir, run_id=spec.run_id):
                 reclaimed = backend.reclaim()
                 if reclaimed:
@@ -296,6 +297,17 @@ def main() -> int:
     except KeyboardInterrupt:
         return int(interrupted_code())
     return int(ExitCode.OK) if outcome.status == "ok" else int(ExitCode.CELLS_FAILED)
+
+
+def _backend(spec: NodeSpec, config: MatrixConfig, console: Console) -> Backend:
+    """This node's backend for the spec: with an image the driver pushed to `--registry`, the
+    docker backend pulling it (`--registry` needs `--node-backend docker`)."""
+    if not spec.image:
+        return create_backend(config, Path(spec.build_root), console)
+    from matrix.execute.backends.docker import DockerBackend
+
+    pulls = {spec.environment().id: spec.image}
+    return DockerBackend.create(config, Path(spec.build_root), pulls=pulls)
 
 
 if __name__ == "__main__":
