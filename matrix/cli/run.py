@@ -35,7 +35,7 @@ from matrix.errors import ConfigError, ExitCode, MatrixError
 from matrix.execute.backends import Backend, create_backend
 from matrix.execute.crossload import cross_load
 from matrix.execute.lock import run_lock
-from matrix.execute.run_plan import RunPlan, plan_run
+from matrix.execute.matrix_run import MatrixRun, choose_run
 from matrix.execute.stopping import interrupted_code, sigterm_as_ctrl_c
 from matrix.execute.sweep import FAILED, Sweep, summary_line, unrunnable
 from matrix.plan.config import (
@@ -311,11 +311,11 @@ def run(
             if code or inputs is not None:
                 overrides["models"] = with_user_files(models, code or [], inputs)
             matrix, source = _load(config, overrides)
-            plan = plan_run(matrix, run_id, resume)
+            matrix_run = choose_run(matrix, run_id, resume)
             # Made before the lock: a backend that cannot run leaves no results folder behind.
             chosen = create_backend(matrix, build_dir, console)
-            with run_lock(matrix.results_dir, run_id=plan.run_id):
-                exit_code = measure(plan, chosen, source, console, html)
+            with run_lock(matrix.results_dir, run_id=matrix_run.run_id):
+                exit_code = measure(matrix_run, chosen, source, console, html)
     except MatrixError as exc:
         raise fail(exc) from None
     except KeyboardInterrupt:  # stopped outside the run proper, which stops its harness itself
@@ -368,7 +368,9 @@ def _load(config_file: Optional[Path], overrides: dict[str, Any]) -> tuple[Matri
     return load_config(source, overrides), str(source or BUILTIN_LABEL)
 
 
-def measure(plan: RunPlan, backend: Backend, source: str, console: Console, html: bool) -> int:
+def measure(
+    matrix_run: MatrixRun, backend: Backend, source: str, console: Console, html: bool
+) -> int:
     """Every environment the backend plans, made (or found) and measured by the sweep, then
     the summary (and with `html` the report); the exit code.
 
@@ -378,23 +380,23 @@ def measure(plan: RunPlan, backend: Backend, source: str, console: Console, html
     reclaimed = backend.reclaim()
     if reclaimed:
         console.print(escape(reclaimed))
-    environments, skipped = backend.environments(plan.config)
+    environments, skipped = backend.environments(matrix_run.config)
     print_skipped(console, skipped)
     if not environments:
         raise ConfigError("no environment left to run: every cell was skipped (reasons above)")
-    console.print(_header(plan, backend, environments, source))
+    console.print(_header(matrix_run, backend, environments, source))
     try:
-        outcomes = Sweep(plan, backend, environments, skipped, console).run()
+        outcomes = Sweep(matrix_run, backend, environments, skipped, console).run()
         crossed = (  # adds the cross-load's cells, changes none of the above
-            cross_load(plan, backend, environments, outcomes, console)
-            if plan.config.cross_load
+            cross_load(matrix_run, backend, environments, outcomes, console)
+            if matrix_run.config.cross_load
             else []
         )
     except KeyboardInterrupt:
-        _end_of_run(plan, console)
-        console.print(f"resume with: matrix run --resume {plan.run_id}")
+        _end_of_run(matrix_run, console)
+        console.print(f"resume with: matrix run --resume {matrix_run.run_id}")
         return interrupted_code()
-    code = _end_of_run(plan, console, html)
+    code = _end_of_run(matrix_run, console, html)
     console.print(summary_line(outcomes))
     if crossed:
         console.print(f"cross-load: {summary_line(crossed)}")
@@ -405,35 +407,37 @@ def measure(plan: RunPlan, backend: Backend, source: str, console: Console, html
     return ExitCode.CELLS_FAILED if failed else code
 
 
-def _header(plan: RunPlan, backend: Backend, environments: list[Environment], source: str) -> str:
-    config = plan.config
+def _header(
+    matrix_run: MatrixRun, backend: Backend, environments: list[Environment], source: str
+) -> str:
+    config = matrix_run.config
     where = environments[0].id if len(environments) == 1 else f"{len(environments)} environments"
     return escape(
-        f"run {plan.run_id} on {backend.name} ({where}), matrix from {source}: "
+        f"run {matrix_run.run_id} on {backend.name} ({where}), matrix from {source}: "
         f"{','.join(config.model_names)} × {len(config.formats)} formats × cache "
         f"{','.join(config.cache)}, {config.repeats or 'auto'} repeats + {config.warmup} "
         f"warm-up, process {config.process} ({config.trial_process} trials)"
     )
 
 
-def _end_of_run(plan: RunPlan, console: Console, html: bool = False) -> int:
+def _end_of_run(matrix_run: MatrixRun, console: Console, html: bool = False) -> int:
     """Summary table of everything the run wrote (and with `html` the HTML report); exit code 1
     when a cell has status error."""
     from matrix.report.compat_grid import rich_tables
     from matrix.report.summary import summarize, summary_table
     from matrix.results.dataset import load_runs
 
-    found = read_run(plan.run_dir)  # orjson, cheap: the raw records, for the checks below
+    found = read_run(matrix_run.run_dir)  # orjson, cheap: the raw records, for the checks below
     print_warnings(console, found.problems)
     measured = any(r.get("kind") in ("trial", "artifact", "failure") for r in found.records)
     if measured:
-        ds = load_runs([plan.run_dir])  # tabled once, for the terminal and the HTML report
+        ds = load_runs([matrix_run.run_dir])  # tabled once, for the terminal and the HTML report
         console.print(summary_table(summarize(ds)))
         for grid in rich_tables(ds):  # the cross-load's, if any
             console.print(grid)
-    console.print(f"results: {escape(str(plan.run_dir))}/")
+    console.print(f"results: {escape(str(matrix_run.run_dir))}/")
     if measured and html:
-        publish(ds, REPORTS, plan.config.results_dir, console)
+        publish(ds, REPORTS, matrix_run.config.results_dir, console)
     by_env: dict[str, list] = {}
     for record in found.records:
         by_env.setdefault(str(record.get("env_id")), []).append(record)
@@ -445,7 +449,8 @@ def _end_of_run(plan: RunPlan, console: Console, html: bool = False) -> int:
     if cut:
         names = escape(", ".join(cut))
         console.print(f"[yellow]warning[/] ended without its 'done' record: {names}")
-    crossed = read_run(plan.run_dir / CROSSLOAD_DIR).records  # a crash there is a cell's error too
+    # The cross-load step's records: a crash there is a cell's error too.
+    crossed = read_run(matrix_run.run_dir / CROSSLOAD_DIR).records
     failed = error_count(found.records) + error_count(crossed)
     return ExitCode.CELLS_FAILED if failed else ExitCode.OK
 

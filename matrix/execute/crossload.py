@@ -22,17 +22,24 @@ from rich.markup import escape
 from harness.records import dump_json
 from harness.runtime import keras_impl_for, version_tuple
 from matrix.execute.backends import Backend
-from matrix.execute.run_plan import RunPlan
+from matrix.execute.matrix_run import MatrixRun
 from matrix.execute.sweep import FINISHED, EnvOutcome, Sweep
 from matrix.plan.environments import Environment, Skipped
 from matrix.results.reader import CROSSLOAD_DIR, read_jsonl
 
 SAVERS_FILE = "saved-by.json"  # in a loader's folder: the harness's `--saved-by`
+ARTIFACTS_DIR = "artifacts"  # in a run folder: a harness's artifacts when given no `--work`
+
+
+def artifacts_folder(run: MatrixRun, env_id: str) -> Path:
+    """`<run>/artifacts/<env_id>`: where the harness of `env_id` saves its artifacts on this
+    machine when given no `--work` (harness.runner), and where a loader reads them."""
+    return run.config.results_dir / run.run_id / ARTIFACTS_DIR / env_id
 
 
 @dataclass(frozen=True)
-class CrossLoadPlan(RunPlan):
-    """The run's plan as its cross-load step sees it: records under `crossload/`, and each
+class CrossLoadStep(MatrixRun):
+    """The run as its cross-load step sees it: records under `crossload/`, and each
     loader's harness given the savers (`savers`: `--saved-by` entries, one per saver). A loader
     is one of its savers: its own artifacts are loaded in the same shuffled rounds as the
     others', so the times of a grid's column were measured alike (its diagonal)."""
@@ -59,7 +66,7 @@ class CrossLoadPlan(RunPlan):
         folder of the run, `<run>/artifacts/<saver>`. A cross-load saves nothing: no
         `artifact_cache`."""
         out = out or str(self.run_dir.absolute())
-        work = work or str((self.run_dir.parent / "artifacts").absolute())
+        work = work or str(artifacts_folder(self, env_id).parent.absolute())
         args = super().harness_args(env_id, out, work, seen)
         folder = self.env_dir(env_id)
         folder.mkdir(parents=True, exist_ok=True)
@@ -109,7 +116,7 @@ def saver_entry(env: Environment, records_file: Path) -> tuple[dict[str, Any] | 
 
 
 def cross_load(
-    plan: RunPlan,
+    run: MatrixRun,
     backend: Backend,
     environments: list[Environment],
     outcomes: list[EnvOutcome],
@@ -119,7 +126,7 @@ def cross_load(
     environments ran and were not refused, as there is nothing to cross)."""
     ran = {o.env_id for o in outcomes if o.status in FINISHED}
     found = {
-        env.id: saver_entry(env, plan.records_file(env.id)) for env in environments if env.id in ran
+        env.id: saver_entry(env, run.records_file(env.id)) for env in environments if env.id in ran
     }
     refused = [Skipped(env_id, why) for env_id, (_, why) in found.items() if why]
     for skip in refused:
@@ -130,7 +137,7 @@ def cross_load(
         env
         for env in environments
         if env.id in trusted
-        and loaders_selected(env.id, plan.config.cross_load)
+        and loaders_selected(env.id, run.config.cross_load)
         and trusted - {env.id}
     ]
     if not loaders:
@@ -139,12 +146,12 @@ def cross_load(
         left = f" and were not refused (refused above: {len(refused)})" if refused else ""
         console.print(
             f"[yellow]cross-load[/]: nothing to do: it needs two environments that ran{left}, "
-            f"one of them selected by {escape(plan.config.cross_load)!r}"
+            f"one of them selected by {escape(run.config.cross_load)!r}"
         )
         return []
     console.print(
         f"[bold]cross-load[/]: {len(loaders)} loader(s) × the artifacts of "
-        f"{len(savers)} environment(s), records in {escape(str(plan.run_dir / CROSSLOAD_DIR))}/"
+        f"{len(savers)} environment(s), records in {escape(str(run.run_dir / CROSSLOAD_DIR))}/"
     )
-    cross = CrossLoadPlan(config=plan.config, run_id=plan.run_id, savers=savers)
+    cross = CrossLoadStep(config=run.config, run_id=run.run_id, savers=savers)
     return Sweep(cross, backend, loaders, refused, console).run()

@@ -19,8 +19,8 @@ from pathlib import Path
 
 from harness.records import open_regular
 from matrix.execute.backends import Backend, Ended, Harness, Prepared
+from matrix.execute.matrix_run import MatrixRun
 from matrix.execute.progress import EnvProgress
-from matrix.execute.run_plan import RunPlan
 from matrix.results.reader import JsonlTail, read_jsonl, short_reason
 
 POLL_S = 0.1  # how often the records file is re-read and host calls answered: both cheap
@@ -50,19 +50,21 @@ class HarnessRun:
     harness whatever happened.
     """
 
-    def __init__(self, plan: RunPlan, backend: Backend, ready: Prepared, bar: EnvProgress) -> None:
+    def __init__(
+        self, matrix_run: MatrixRun, backend: Backend, ready: Prepared, bar: EnvProgress
+    ) -> None:
         self.env = ready.env
         self.env_id = env_id = ready.env.id
-        plan.run_dir.mkdir(parents=True, exist_ok=True)
-        self.records_file = plan.records_file(env_id)
-        self.log_file = plan.run_dir / f"{env_id}.log"
+        matrix_run.run_dir.mkdir(parents=True, exist_ok=True)
+        self.records_file = matrix_run.records_file(env_id)
+        self.log_file = matrix_run.run_dir / f"{env_id}.log"
         self._bar = bar
         self._tail = JsonlTail(self.records_file)
         self._returncode: int | None = None
         self._interrupted = False
         self._over = False
         self._opened = time.monotonic()
-        self._gate = plan.start_gate(env_id)
+        self._gate = matrix_run.start_gate(env_id)
         self._gate.parent.mkdir(exist_ok=True)
         self._gate.unlink(missing_ok=True)  # left by an interrupted run that is being resumed
         self._held = contextlib.ExitStack()
@@ -70,7 +72,7 @@ class HarnessRun:
         try:
             log_fd = open_regular(str(self.log_file), os.O_WRONLY | os.O_CREAT, truncate=True)
             log = self._held.enter_context(os.fdopen(log_fd, "wb"))
-            self.harness: Harness = self._held.enter_context(backend.launch(plan, ready, log))
+            self.harness: Harness = self._held.enter_context(backend.launch(matrix_run, ready, log))
         except BaseException:
             self._held.close()
             raise

@@ -28,8 +28,8 @@ from harness.records import RecordWriter, dump_json, utc_now
 from matrix.errors import EnvironmentFailure
 from matrix.execute.backends import Backend
 from matrix.execute.harness_run import HarnessRun, RunOutcome, failure_reason, stop, wait_any
+from matrix.execute.matrix_run import MatrixRun
 from matrix.execute.progress import SweepProgress
-from matrix.execute.run_plan import RunPlan
 from matrix.execute.stopping import set_aside
 from matrix.plan.environments import Environment, Skipped
 from matrix.results.reader import MANIFEST
@@ -63,7 +63,7 @@ class EnvOutcome:
 class Sweep:
     """Everything one `matrix run` does after planning, whichever the backend."""
 
-    plan: RunPlan
+    matrix_run: MatrixRun
     backend: Backend
     environments: list[Environment]
     skipped: list[Skipped]
@@ -73,10 +73,10 @@ class Sweep:
     _finished: set[str] = field(init=False, repr=False)  # by the manifest of an earlier attempt
 
     def __post_init__(self) -> None:
-        self._finished = finished_before(self.plan.run_dir)
+        self._finished = finished_before(self.matrix_run.run_dir)
 
     def run(self) -> list[EnvOutcome]:
-        self.plan.run_dir.mkdir(parents=True, exist_ok=True)
+        self.matrix_run.run_dir.mkdir(parents=True, exist_ok=True)
         self._write_manifest(ended=None)
         running: dict[HarnessRun, EnvOutcome] = {}  # started, in the order they started
         try:
@@ -90,7 +90,7 @@ class Sweep:
                         self._add(outcome, run.finish())
                     raise
         except KeyboardInterrupt:
-            cleaned = self.backend.cleanup(self.plan.run_id)
+            cleaned = self.backend.cleanup(self.matrix_run.run_id)
             left = f": {escape(cleaned)}" if cleaned else ""
             self.console.print(f"[yellow]interrupted[/]{left}; every completed record is kept")
             self._write_manifest(ended=None)
@@ -142,11 +142,11 @@ class Sweep:
                 self.console.print(f"{escape(env.id)}: already complete in this run, skipped")
                 self._add(EnvOutcome(env.id, "resumed"))
                 continue
-            set_aside(self.plan.records_file(env.id))  # an interrupted attempt's: kept aside
+            set_aside(self.matrix_run.records_file(env.id))  # an interrupted attempt's: kept aside
             if self.backend.makes:
                 self.console.print(f"[bold]{escape(env.id)}[/]: {self.backend.makes}")
             ready = self.backend.prepare(
-                env, self.plan.run_dir / f"{env.id}.build.log", self._build_line(env)
+                env, self.matrix_run.run_dir / f"{env.id}.build.log", self._build_line(env)
             )
             outcome = EnvOutcome(env.id, "ok", ready.ref, ready.built, ready.seconds)
             if ready.reason:
@@ -154,7 +154,7 @@ class Sweep:
                 self._add(outcome)
                 continue
             run = held.enter_context(
-                HarnessRun(self.plan, self.backend, ready, progress.bar(env.id))
+                HarnessRun(self.matrix_run, self.backend, ready, progress.bar(env.id))
             )
             return run, outcome
         return None
@@ -192,7 +192,9 @@ class Sweep:
         """Record the failure where the report looks (the environment's records), then go on."""
         if not recorded:
             writer = RecordWriter(
-                str(self.plan.records_file(outcome.env_id)), self.plan.run_id, outcome.env_id
+                str(self.matrix_run.records_file(outcome.env_id)),
+                self.matrix_run.run_id,
+                outcome.env_id,
             )
             writer.write("failure", scope="environment", reason=reason)
             writer.close()
@@ -208,12 +210,12 @@ class Sweep:
 
     def _write_manifest(self, ended: str | None) -> None:
         dump_json(
-            str(self.plan.run_dir / MANIFEST),
+            str(self.matrix_run.run_dir / MANIFEST),
             {
-                "run_id": self.plan.run_id,
+                "run_id": self.matrix_run.run_id,
                 "started": self.started,
                 "ended": ended,
-                "matrix": json.loads(self.plan.config.model_dump_json()),
+                "matrix": json.loads(self.matrix_run.config.model_dump_json()),
                 "backend": self.backend.name,
                 "host": machine(),
                 "environments": [asdict(env) | {"id": env.id} for env in self.environments],

@@ -2,7 +2,7 @@
 
 A nightly sweep adds a run folder, a report and a Docker volume of saved models every night, and
 nothing else removes them. Run ids start with their UTC start time, so name order is age order;
-only folders named like a run id are touched (`choose_runs`).
+only folders named like a run id are touched (`kept_and_pruned`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from matrix.execute.lock import run_lock
 from matrix.report.text import size
 from matrix.results.runs import run_dirs
 
-RUN_ID = re.compile(r"\d{8}-\d{6}-[0-9a-f]{4}")  # the shape of matrix.execute.run_plan.new_run_id
+RUN_ID = re.compile(r"\d{8}-\d{6}-[0-9a-f]{4}")  # the shape of matrix.execute.matrix_run.new_run_id
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ class Removal:
 
 
 @dataclass
-class PrunePlan:
+class PruneSelection:
     """The run ids kept and pruned, what goes with the pruned ones, and what could not be seen."""
 
     kept: list[str]
@@ -55,32 +55,38 @@ def prune(results_dir: Path, reports_dir: Path, keep: int, dry_run: bool, consol
     if not results_dir.is_dir():
         raise ConfigError(f"--results-dir {results_dir}: no such folder")
     if dry_run:
-        _show(plan_prune(results_dir, reports_dir, keep), console, dry_run=True)
+        _show(select_pruned(results_dir, reports_dir, keep), console, dry_run=True)
         return
     with run_lock(results_dir, command="prune", hint="wait for it, then prune"):
-        plan = plan_prune(results_dir, reports_dir, keep)
-        removed = [r for r in plan.removals if _remove(r, console)]
-        _show(PrunePlan(plan.kept, plan.pruned, removed, plan.notes), console, dry_run=False)
+        selection = select_pruned(results_dir, reports_dir, keep)
+        removed = [r for r in selection.removals if _remove(r, console)]
+        _show(
+            PruneSelection(selection.kept, selection.pruned, removed, selection.notes),
+            console,
+            dry_run=False,
+        )
 
 
-def plan_prune(results_dir: Path, reports_dir: Path, keep: int) -> PrunePlan:
+def select_pruned(results_dir: Path, reports_dir: Path, keep: int) -> PruneSelection:
     """What `prune` would remove; nothing is touched."""
-    kept, pruned = choose_runs(results_dir, keep)
-    plan = PrunePlan(kept, pruned)
+    kept, pruned = kept_and_pruned(results_dir, keep)
+    selection = PruneSelection(kept, pruned)
     folders = [results_dir / run for run in pruned] + report_dirs(reports_dir, pruned)
-    plan.removals = [Removal(str(p), disk_usage(p), partial(shutil.rmtree, p)) for p in folders]
+    selection.removals = [
+        Removal(str(p), disk_usage(p), partial(shutil.rmtree, p)) for p in folders
+    ]
     if pruned:
         try:
-            plan.removals += artifact_volumes(pruned)
+            selection.removals += artifact_volumes(pruned)
         except EnvironmentFailure:
-            plan.notes.append(
+            selection.notes.append(
                 "Docker daemon not reachable: the runs' artifact volumes "
                 "(named after their run ids) were not looked for"
             )
-    return plan
+    return selection
 
 
-def choose_runs(results_dir: Path, keep: int) -> tuple[list[str], list[str]]:
+def kept_and_pruned(results_dir: Path, keep: int) -> tuple[list[str], list[str]]:
     """(the newest `keep` runs with records, every run-id folder older than the oldest of them).
 
     Only folders named like a run id: one copied in from another machine under another name is
@@ -175,17 +181,17 @@ def _remove(removal: Removal, console: Console) -> bool:
     return True
 
 
-def _show(plan: PrunePlan, console: Console, dry_run: bool) -> None:
+def _show(selection: PruneSelection, console: Console, dry_run: bool) -> None:
     verb = "would remove" if dry_run else "removed"
-    for removal in plan.removals:
+    for removal in selection.removals:
         console.print(f"{verb} {escape(removal.label)} ({size(removal.size)})")
-    for note in plan.notes:
+    for note in selection.notes:
         console.print(f"[yellow]note[/] {escape(note)}")
-    freed = size(sum(r.size for r in plan.removals))
-    kept = f"kept the newest {len(plan.kept)}" + (
-        f" ({plan.kept[0]} … {plan.kept[-1]})" if plan.kept else ""
+    freed = size(sum(r.size for r in selection.removals))
+    kept = f"kept the newest {len(selection.kept)}" + (
+        f" ({selection.kept[0]} … {selection.kept[-1]})" if selection.kept else ""
     )
     if dry_run:
-        console.print(f"{len(plan.pruned)} run(s) to prune, {freed} would be freed; {kept}")
+        console.print(f"{len(selection.pruned)} run(s) to prune, {freed} would be freed; {kept}")
     else:
-        console.print(f"{len(plan.pruned)} run(s) pruned, {freed} freed; {kept}")
+        console.print(f"{len(selection.pruned)} run(s) pruned, {freed} freed; {kept}")

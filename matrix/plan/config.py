@@ -55,6 +55,12 @@ _REGISTRY = re.compile(r"[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[a-z0-9]+([._-][a-z0-9]+)
 # smallest model take about an hour a cell, and a typo such as `repeats: 50000` would keep a
 # machine busy for weeks before anyone looked.
 TRIALS_LIMIT = 1000
+# A docker node keeps an environment's artifacts in its Docker volume, which does not travel
+# to the loader's node; a venv node's artifacts folder does (docs/cross-load.md).
+RAY_DOCKER_CROSS_LOAD = (
+    "the ray backend cross-loads on venv nodes only (a docker node's artifacts stay in its "
+    "volumes; docs/cross-load.md): add --node-backend venv"
+)
 
 
 _GLOB = re.compile(r"[A-Za-z0-9_.*?\[\]-]+")  # one glob over environment ids
@@ -74,8 +80,8 @@ class ModelEntry(BaseModel):
     `code`: the Python modules defining its custom layers or objects, imported by the harness
     before each save and load; `inputs`: an .npz of real inputs (by input name, or arr_0, arr_1
     ... in order) used instead of synthetic ones; `dims`: sizes for its dynamic dimensions, by
-    input name. Files must exist here: the harness is given them (matrix.execute.run_plan), never a
-    guess.
+    input name. Files must exist here: the harness is given them (matrix.execute.matrix_run),
+    never a guess.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -356,12 +362,8 @@ def load_config(
             f"{_where('registry', layers)}: only --backend ray with --node-backend docker pulls "
             "images from a registry (the driver builds and pushes them); add both, or drop it"
         )
-    if config.cross_load and config.backend == "ray":
-        raise ConfigError(
-            f"{_where('cross_load', layers)}: the ray backend cannot cross-load yet (a node "
-            "removes its artifacts when its environment's task ends; docs/cross-load.md): "
-            "use --backend docker or venv"
-        )
+    if config.cross_load and config.backend == "ray" and config.node_backend == "docker":
+        raise ConfigError(f"{_where('cross_load', layers)}: {RAY_DOCKER_CROSS_LOAD}")
     if config.isolation == "container" and config.backend in ("local", "venv"):
         raise ConfigError(
             f"{_where('isolation', layers)}: container needs the docker backend "

@@ -34,8 +34,8 @@ FOUR_TF_YAML = f"""
 models: [dense-10k]
 formats: [h5, savedmodel, tflite]
 cache: [warm]
-repeats: 2
-warmup: 1
+repeats: 1
+warmup: 0
 inference_runs: 5
 tf: ["2.5", "2.15", "2.16", "2.21"]
 python: ["3.9", "3.11"]

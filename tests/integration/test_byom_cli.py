@@ -2,7 +2,7 @@
 
 Fast unit tests first: a model entry in matrix.yaml (`{model, code, inputs, dims}`) and the
 `--code` / `--inputs` flags, with the one-line errors a user meets; the `--model-options` JSON
-the plan writes for the harness; the read-only mounts a container gets. Then one real run per
+the run writes for the harness; the read-only mounts a container gets. Then one real run per
 backend this machine can afford, each with a tiny model holding a custom layer and the module
 that defines it: local (this interpreter's TensorFlow) and docker (the image the Docker tests
 build; the container must not be able to write the user's files it is given).
@@ -27,7 +27,7 @@ from matrix.execute.backends.docker import (
     run_request,
     start_container,
 )
-from matrix.execute.run_plan import MODEL_OPTIONS, RunPlan
+from matrix.execute.matrix_run import MODEL_OPTIONS, MatrixRun
 from matrix.plan.config import ModelEntry, load_config
 from tests.integration.docker_matrix import MATRIX_YAML, matrix, records
 from tests.integration.user_code import SCALE_LAYER
@@ -173,7 +173,7 @@ def test_the_flags_attach_code_and_inputs_to_every_model_file(in_tmp: Path) -> N
 # ---- what the harness is given -----------------------------------------------------------------
 
 
-def _plan(tmp_path: Path) -> tuple[RunPlan, Path, Path, Path]:
+def _byom_run(tmp_path: Path) -> tuple[MatrixRun, Path, Path, Path]:
     model, code, inputs = _user_files(tmp_path / "user")
     config = load_config(
         None,
@@ -190,21 +190,21 @@ def _plan(tmp_path: Path) -> tuple[RunPlan, Path, Path, Path]:
             ],
         },
     )
-    return RunPlan(config=config, run_id="byom"), model, code, inputs
+    return MatrixRun(config=config, run_id="byom"), model, code, inputs
 
 
-def _options(plan: RunPlan, env_id: str, args: list[str]) -> tuple[str, dict]:
+def _options(run: MatrixRun, env_id: str, args: list[str]) -> tuple[str, dict]:
     """The --model-options path in `args`, and the JSON written in the environment's folder."""
     seen = args[args.index("--model-options") + 1]
-    written = json.loads((plan.env_dir(env_id) / MODEL_OPTIONS).read_text())
+    written = json.loads((run.env_dir(env_id) / MODEL_OPTIONS).read_text())
     return seen, written
 
 
 def test_local_and_venv_get_host_paths_in_the_options_file(tmp_path: Path) -> None:
-    plan, model, code, inputs = _plan(tmp_path)
-    args = plan.harness_args("local-x")
-    seen, written = _options(plan, "local-x", args)
-    assert seen == str((plan.env_dir("local-x") / MODEL_OPTIONS).absolute())
+    run, model, code, inputs = _byom_run(tmp_path)
+    args = run.harness_args("local-x")
+    seen, written = _options(run, "local-x", args)
+    assert seen == str((run.env_dir("local-x") / MODEL_OPTIONS).absolute())
     assert args[args.index("--models") + 1] == f"dense-10k,{model}"
     assert written == {
         str(model): {"code": [str(code)], "inputs": str(inputs), "dims": {"tokens": 32}}
@@ -212,20 +212,20 @@ def test_local_and_venv_get_host_paths_in_the_options_file(tmp_path: Path) -> No
 
 
 def test_without_user_files_there_is_no_options_file(tmp_path: Path) -> None:
-    plan = RunPlan(
+    run = MatrixRun(
         config=load_config(None, {"results_dir": str(tmp_path), "models": "dense-10k"}),
         run_id="plain",
     )
-    assert "--model-options" not in plan.harness_args("local-x")
-    assert not plan.env_dir("local-x").exists()
+    assert "--model-options" not in run.harness_args("local-x")
+    assert not run.env_dir("local-x").exists()
 
 
 def test_a_container_gets_every_user_file_read_only_at_the_paths_it_is_told(
     tmp_path: Path, cpu_env
 ) -> None:
-    plan, model, code, inputs = _plan(tmp_path)
-    prepare_host_files(plan, cpu_env.id)
-    request = run_request(cpu_env, plan, "image:tag")
+    run, model, code, inputs = _byom_run(tmp_path)
+    prepare_host_files(run, cpu_env.id)
+    request = run_request(cpu_env, run, "image:tag")
     binds, command = request["host"]["binds"], request["command"]
     seen = {str(path): binds[str(path)]["bind"] for path in (model, code, inputs)}
     assert all(binds[path]["mode"] == "ro" for path in seen)
@@ -236,7 +236,7 @@ def test_a_container_gets_every_user_file_read_only_at_the_paths_it_is_told(
     assert len({bind.rsplit("/", 1)[0] for bind in seen.values()}) == 1
     assert str(model.parent) not in binds
     assert command[command.index("--models") + 1] == f"dense-10k,{seen[str(model)]}"
-    options_at, written = _options(plan, cpu_env.id, command)
+    options_at, written = _options(run, cpu_env.id, command)
     assert written == {
         seen[str(model)]: {
             "code": [seen[str(code)]],
@@ -244,7 +244,7 @@ def test_a_container_gets_every_user_file_read_only_at_the_paths_it_is_told(
             "dims": {"tokens": 32},
         }
     }
-    env_dir = binds[str(plan.env_dir(cpu_env.id).absolute())]
+    env_dir = binds[str(run.env_dir(cpu_env.id).absolute())]
     assert env_dir["mode"] == "ro" and options_at == f"{env_dir['bind']}/{MODEL_OPTIONS}"
 
 
@@ -342,9 +342,9 @@ def test_a_custom_layer_model_runs_in_docker_and_its_files_stay_read_only(
     _one_ok_trial(run_dir, cpu_env.id, proc)
     # The same request, its harness swapped for attempts to write the files it was given.
     config = load_config(tmp_path / "matrix.yaml", {"results_dir": str(tmp_path / "probe")})
-    plan = RunPlan(config=config, run_id="probe")
-    prepare_host_files(plan, cpu_env.id)
-    request = run_request(cpu_env, plan, cpu_image.tag)
+    run = MatrixRun(config=config, run_id="probe")
+    prepare_host_files(run, cpu_env.id)
+    request = run_request(cpu_env, run, cpu_image.tag)
     targets = [request["host"]["binds"][str(tmp_path / name)]["bind"] for name in digests]
     request["command"] = [
         "-c",

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from matrix.execute.backends.docker import ARTIFACTS_MOUNT, container_name, mounts
-from matrix.execute.crossload import CrossLoadPlan
+from matrix.execute.crossload import CrossLoadStep
 from matrix.plan.config import load_config
 from matrix.plan.environments import expand
 from matrix.results.runs import run_dirs
@@ -41,8 +41,8 @@ cross_load: "tf2.21-*"
 def test_a_loader_sees_every_saver_volume_read_only_its_own_too(tmp_path: Path) -> None:
     config = load_config(None, {**yaml.safe_load(CROSS_YAML), "results_dir": tmp_path})
     loader = next(e for e in expand(config)[0] if e.id == NEW)
-    plan = CrossLoadPlan(config=config, run_id="r1", savers=({"env_id": OLD}, {"env_id": NEW}))
-    binds = mounts(loader, plan)
+    run = CrossLoadStep(config=config, run_id="r1", savers=({"env_id": OLD}, {"env_id": NEW}))
+    binds = mounts(loader, run)
     for env in (OLD, NEW):
         seen = {"bind": f"{ARTIFACTS_MOUNT}/{env}", "mode": "ro"}
         assert binds[container_name("r1", env)] == seen

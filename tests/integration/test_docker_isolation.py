@@ -14,7 +14,7 @@ import pytest
 
 from matrix.errors import ConfigError
 from matrix.execute.backends.docker import RUN_LABEL, TRIAL_LABEL, run_request, trial_request
-from matrix.execute.run_plan import RunPlan
+from matrix.execute.matrix_run import MatrixRun
 from matrix.plan.config import load_config
 from tests.integration.docker_matrix import MATRIX_YAML, matrix, records
 
@@ -108,7 +108,7 @@ def test_no_container_and_no_handshake_file_is_left(isolated, docker_engine) -> 
 def test_a_trial_container_is_its_environment_container_running_only_the_worker(
     cpu_env, tmp_path: Path
 ) -> None:
-    plan = RunPlan(config=load_config(None, {"results_dir": str(tmp_path)}), run_id="iso-test")
+    run = MatrixRun(config=load_config(None, {"results_dir": str(tmp_path)}), run_id="iso-test")
     call = {
         "kind": "trial",
         "id": "7-123",
@@ -116,8 +116,8 @@ def test_a_trial_container_is_its_environment_container_running_only_the_worker(
         "argv": ["/opt/venv/bin/python3", "-m", "harness.trial_worker", "--format", "h5"],
         "env": {"TF_CPP_MIN_LOG_LEVEL": "2"},
     }
-    harness = run_request(cpu_env, plan, "img", host_calls=["trial"])
-    trial = trial_request(cpu_env, plan, "img", call)
+    harness = run_request(cpu_env, run, "img", host_calls=["trial"])
+    trial = trial_request(cpu_env, run, "img", call)
     assert trial["host"] == harness["host"]  # same mounts, no capability, no network
     assert trial["host"]["network_mode"] == "none" and trial["host"]["cap_drop"] == ["ALL"]
     assert trial["image"] == harness["image"] and trial["user"] == harness["user"]
@@ -127,7 +127,7 @@ def test_a_trial_container_is_its_environment_container_running_only_the_worker(
     assert trial["labels"] == {**harness["labels"], TRIAL_LABEL: "7-123"}
     assert trial["name"] == f"{harness['name']}-trial-7-123"
     with pytest.raises(ValueError, match="argv must be a non-empty list"):
-        trial_request(cpu_env, plan, "img", {**call, "argv": "python -c 1"})
+        trial_request(cpu_env, run, "img", {**call, "argv": "python -c 1"})
 
 
 def test_container_isolation_without_docker_is_one_line_with_the_fix(tmp_path: Path) -> None:

@@ -26,7 +26,7 @@ from matrix.execute.backends.docker import (
     run_request,
     start_container,
 )
-from matrix.execute.run_plan import RunPlan
+from matrix.execute.matrix_run import MatrixRun
 from matrix.plan.config import load_config
 from matrix.plan.environments import Environment, expand
 from matrix.results.runs import run_dirs
@@ -152,9 +152,9 @@ def test_resume_skips_complete_environments(workdir: Path, sweep, image_build_ro
 def test_the_container_has_no_network(docker_engine, cpu_image, tmp_path: Path) -> None:
     """The exact request a run sends, with the harness swapped for a look at the interfaces."""
     env = next(iter(expand(load_config(None, {"tf": ["2.21"], "python": ["3.11"]}))[0]))
-    plan = RunPlan(config=load_config(None, {"results_dir": str(tmp_path)}), run_id="net-test")
-    prepare_host_files(plan, env.id)
-    request = run_request(env, plan, cpu_image.tag)
+    run = MatrixRun(config=load_config(None, {"results_dir": str(tmp_path)}), run_id="net-test")
+    prepare_host_files(run, env.id)
+    request = run_request(env, run, cpu_image.tag)
     request["command"] = ["-c", "import socket; print(socket.if_nameindex())"]
     container = start_container(docker_engine, request, entrypoint=["python3"])
     try:
@@ -172,8 +172,8 @@ def test_each_image_sees_only_its_own_artifact_cache(tmp_path: Path) -> None:
     """The request alone (no engine): one cache folder per image tag, read-write, and the
     harness told where it is; another image's container gets another folder."""
     env = next(iter(expand(load_config(None, {"tf": ["2.21"], "python": ["3.11"]}))[0]))
-    plan = RunPlan(config=load_config(None, {"results_dir": str(tmp_path)}), run_id="cache")
-    requests = [run_request(env, plan, tag) for tag in ("tflm:a", "tflm:b")]
+    run = MatrixRun(config=load_config(None, {"results_dir": str(tmp_path)}), run_id="cache")
+    requests = [run_request(env, run, tag) for tag in ("tflm:a", "tflm:b")]
     caches = [
         {
             host: bind
@@ -193,8 +193,8 @@ def test_gpu_cells_request_every_gpu_and_are_skipped_without_nvidia(docker_engin
     """No GPU exists here: the request sent to the engine is checked, and the plan skips."""
     config = load_config(None, {"tf": ["2.21"], "python": ["3.11"], "device": ["cpu", "gpu"]})
     gpu: Environment = next(e for e in expand(config)[0] if e.device == "gpu")
-    plan = RunPlan(config=config, run_id="gpu-test")
-    request = run_request(gpu, plan, "some-image")
+    run = MatrixRun(config=config, run_id="gpu-test")
+    request = run_request(gpu, run, "some-image")
     assert request["host"]["device_requests"] == [DeviceRequest(count=-1, capabilities=[["gpu"]])]
     assert request["host"]["cap_drop"] == ["ALL"] and "cap_add" not in request["host"]
     assert request["host"]["network_mode"] == "none"

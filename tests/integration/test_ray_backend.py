@@ -189,6 +189,49 @@ def test_every_record_matches_the_schema(sweep) -> None:
             assert not unknown, (record["kind"], unknown)
 
 
+def test_cross_load_carries_the_artifacts_to_each_loader_s_node(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """`--cross-load` on two nodes: each environment's artifacts travel through Ray's object
+    store to every loader, which loads them on its own node (its records say which), and the
+    records stream to the driver's `crossload/` as an environment's do. Keras 2's H5 loads in
+    Keras 3; Keras 3's is refused by Keras 2 (as the venv cross-load observes)."""
+    old, new = "tf2.12-py3.11-cpu", "tf2.21-py3.11-cpu"
+    started = time.monotonic()
+    proc = cluster.run(
+        tmp_path,
+        *("--run-id", "ray-cross", "--tf", "2.12,2.21", "--node-backend", "venv", "--py", "3.11"),
+        *("--models", "dense-10k", "--formats", "h5", "--cache", "warm", "--repeats", "1"),
+        *("--warmup", "0", "--inference-runs", "1", "--no-report", "--cross-load"),
+    )
+    print(f"ray sweep with --cross-load: {time.monotonic() - started:.0f} s")
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    run_dir = tmp_path / "results" / "ray-cross"
+    own = json.loads((run_dir / "manifest.json").read_text())["outcomes"]
+    assert len({o["node_id"] for o in own}) == 2, own  # so every loader loads another node's
+    outcomes = json.loads((run_dir / "crossload" / "manifest.json").read_text())["outcomes"]
+    assert [(o["env_id"], o["status"], o["attempt"]) for o in outcomes] == [
+        (old, "ok", 1),
+        (new, "ok", 1),
+    ]
+    loads: dict[tuple[str, str], dict] = {}
+    for outcome in outcomes:
+        loader = outcome["env_id"]
+        found = records(run_dir / "crossload", loader)
+        (environment,) = [r for r in found if r["kind"] == "environment"]
+        assert environment["ray_node_id"] == outcome["node_id"], (environment, outcome)
+        assert found[-1]["kind"] == "done", found[-1]
+        for trial in (r for r in found if r["kind"] == "trial"):
+            loads[trial["saved_by"]["env_id"], loader] = trial
+    assert set(loads) == {(old, old), (old, new), (new, old), (new, new)}, loads
+    keras2_in_keras3 = loads[old, new]
+    assert keras2_in_keras3["status"] == "ok" and keras2_in_keras3["parity_status"] == "pass"
+    assert keras2_in_keras3["load_api"] == "keras.models.load_model"
+    assert loads[new, old]["status"] == "incompatible", loads[new, old]
+    assert "batch_shape" in loads[new, old]["reason"]
+    assert not (cluster.build_root / "ray-runs" / "ray-cross").exists()
+
+
 def test_doctor_lists_the_nodes_and_where_each_environment_can_run(
     cluster: Cluster, tmp_path: Path
 ) -> None:

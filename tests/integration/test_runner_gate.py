@@ -13,8 +13,8 @@ from rich.console import Console
 from matrix.execute.backends import Prepared
 from matrix.execute.backends.local import LocalBackend
 from matrix.execute.harness_run import HarnessRun, wait_any
+from matrix.execute.matrix_run import MatrixRun
 from matrix.execute.progress import SweepProgress
-from matrix.execute.run_plan import RunPlan
 from matrix.plan.config import load_config
 from matrix.results.reader import is_complete, read_jsonl
 
@@ -31,19 +31,19 @@ def test_the_real_harness_waits_at_its_gate_until_it_opens(tmp_path: Path) -> No
             "warmup": 0,
         },
     )
-    plan = RunPlan(config=config, run_id="gate-test")
+    matrix_run = MatrixRun(config=config, run_id="gate-test")
     backend = LocalBackend.create(config, tmp_path)
     (env,), _ = backend.environments(config)
     with SweepProgress(Console(quiet=True)) as progress:
-        run = HarnessRun(plan, backend, Prepared(env), progress.bar(env.id))
+        run = HarnessRun(matrix_run, backend, Prepared(env), progress.bar(env.id))
         with run:
             time.sleep(1.5)  # far longer than the harness needs to reach its gate
             assert run.harness.poll() is None  # alive, waiting
-            assert not plan.records_file(env.id).exists()
+            assert not matrix_run.records_file(env.id).exists()
             run.start()
             while not wait_any([run]):
                 pass
             outcome = run.finish()
     assert outcome.returncode == 0, outcome.log_file.read_text()
-    assert is_complete(read_jsonl(plan.records_file(env.id)).records)
-    assert not plan.start_gate(env.id).exists()  # removed: nothing left in the run
+    assert is_complete(read_jsonl(matrix_run.records_file(env.id)).records)
+    assert not matrix_run.start_gate(env.id).exists()  # removed: nothing left in the run

@@ -40,7 +40,7 @@ from matrix.execute.backends.docker import (
     run_request,
     start_container,
 )
-from matrix.execute.run_plan import RunPlan
+from matrix.execute.matrix_run import MatrixRun
 from matrix.execute.sweep import Sweep, finished_before
 from matrix.plan.config import load_config
 from matrix.results.reader import MANIFEST
@@ -244,19 +244,19 @@ def hostile(tmp_path_factory, cpu_env, cpu_image, docker_engine):
             "warmup": 0,
         },
     )
-    plan = RunPlan(config=config, run_id="hostile")
-    plan.run_dir.mkdir(parents=True)
-    bystander = plan.run_dir / "bystander.jsonl"  # another environment's records, already there
+    run = MatrixRun(config=config, run_id="hostile")
+    run.run_dir.mkdir(parents=True)
+    bystander = run.run_dir / "bystander.jsonl"  # another environment's records, already there
     bystander.write_text(json.dumps({"kind": "done", "env_id": "bystander"}) + "\n")
     images = HostileImages(docker_engine, tag)
     console = Console(record=True, width=200)
-    first = Sweep(plan, images, envs, [], console).run()
-    after_first = {p.name: p.read_bytes() for p in plan.run_dir.glob("*.jsonl")}
-    reports = [attack_report(plan.run_dir / f"{env.id}.log") for env in envs]
-    second_sweep = Sweep(plan, images, envs, [], console).run()
-    reports += [attack_report(plan.run_dir / f"{env.id}.log") for env in envs]
+    first = Sweep(run, images, envs, [], console).run()
+    after_first = {p.name: p.read_bytes() for p in run.run_dir.glob("*.jsonl")}
+    reports = [attack_report(run.run_dir / f"{env.id}.log") for env in envs]
+    second_sweep = Sweep(run, images, envs, [], console).run()
+    reports += [attack_report(run.run_dir / f"{env.id}.log") for env in envs]
     yield {
-        "plan": plan,
+        "run": run,
         "victim": victim,
         "bystander": bystander,
         "envs": envs,
@@ -266,22 +266,22 @@ def hostile(tmp_path_factory, cpu_env, cpu_image, docker_engine):
         "output": console.export_text(),
     }
     for env in envs:
-        docker_engine.volumes.get(container_name(plan.run_id, env.id)).remove(force=True)
+        docker_engine.volumes.get(container_name(run.run_id, env.id)).remove(force=True)
     docker_engine.images.remove(tag, force=True)
 
 
 def test_a_hostile_container_changes_no_host_file(hostile) -> None:
-    plan, victim = hostile["plan"], hostile["victim"]
+    run, victim = hostile["run"], hostile["victim"]
     assert untouched(victim)
     assert json.loads(hostile["bystander"].read_text()) == {"kind": "done", "env_id": "bystander"}
-    manifest = json.loads((plan.run_dir / MANIFEST).read_text())
+    manifest = json.loads((run.run_dir / MANIFEST).read_text())
     assert {o["status"] for o in manifest["outcomes"]} == {"run-failed"}
-    for path in plan.run_dir.rglob("*"):  # what a container planted stayed in its call folder
+    for path in run.run_dir.rglob("*"):  # what a container planted stayed in its call folder
         if path.is_symlink():
             assert path.parent.name.startswith(".host-calls-"), path
     for env in hostile["envs"]:
         for suffix in (".log", ".jsonl"):
-            assert stat.S_ISREG((plan.run_dir / f"{env.id}{suffix}").lstat().st_mode)
+            assert stat.S_ISREG((run.run_dir / f"{env.id}{suffix}").lstat().st_mode)
 
 
 def test_a_container_sees_only_its_own_files_and_cannot_swap_them(hostile) -> None:
@@ -316,7 +316,7 @@ def test_resume_reruns_an_environment_whose_done_record_was_forged(hostile) -> N
     for env in hostile["envs"]:  # the first attempt's forged records: set aside, not trusted
         forged = hostile["after_first"][f"{env.id}.jsonl"]
         assert b'"trials_written": 99' in forged
-        kept = [p for p in hostile["plan"].run_dir.glob(f"{env.id}.jsonl.partial*")]
+        kept = [p for p in hostile["run"].run_dir.glob(f"{env.id}.jsonl.partial*")]
         assert any(p.read_bytes() == forged for p in kept), kept
 
 
@@ -330,9 +330,9 @@ def test_a_cold_run_container_cannot_write_core_pattern(
     config = load_config(
         None, {"results_dir": str(tmp_path / "results"), "cache": "cold", "models": str(model)}
     )
-    plan = RunPlan(config=config, run_id="core-pattern")
-    prepare_host_files(plan, cpu_env.id)
-    request = run_request(cpu_env, plan, cpu_image.tag, host_calls=["drop"])
+    run = MatrixRun(config=config, run_id="core-pattern")
+    prepare_host_files(run, cpu_env.id)
+    request = run_request(cpu_env, run, cpu_image.tag, host_calls=["drop"])
     seen_model = next(b["bind"] for p, b in request["host"]["binds"].items() if p == str(model))
     request["command"] = [
         "-c",

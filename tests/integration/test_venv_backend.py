@@ -19,7 +19,7 @@ from rich.console import Console
 from matrix.build.venvs import ensure_venv
 from matrix.execute.backends.venv import VenvBackend
 from matrix.execute.harness_run import HarnessRun
-from matrix.execute.run_plan import RunPlan
+from matrix.execute.matrix_run import MatrixRun
 from matrix.execute.sweep import Sweep
 from matrix.plan.config import load_config
 from matrix.plan.environments import expand
@@ -237,8 +237,8 @@ def test_the_next_environment_starts_while_the_last_is_torn_down(
     )
     backend = VenvBackend(venv_root, find_pythons())
     environments, skipped = backend.environments(config)
-    plan = RunPlan(config=config, run_id="schedule")
-    outcomes = Sweep(plan, backend, environments, skipped, Console(quiet=True)).run()
+    matrix_run = MatrixRun(config=config, run_id="schedule")
+    outcomes = Sweep(matrix_run, backend, environments, skipped, Console(quiet=True)).run()
     assert [o.status for o in outcomes] == ["ok", "ok"]
     first, second = ENVS
     assert steps == [
@@ -250,5 +250,5 @@ def test_the_next_environment_starts_while_the_last_is_torn_down(
         ("released", second),
     ]
     for env_id in ENVS:
-        assert records(plan.run_dir, env_id)[-1]["kind"] == "done"
-    assert not list(plan.run_dir.glob(".gate-*"))  # every gate removed
+        assert records(matrix_run.run_dir, env_id)[-1]["kind"] == "done"
+    assert not list(matrix_run.run_dir.glob(".gate-*"))  # every gate removed

@@ -17,7 +17,7 @@ from typing import IO
 
 from matrix.execute.backends import Backend, Ended, Prepared
 from matrix.execute.backends.local import HarnessProcess
-from matrix.execute.run_plan import RunPlan
+from matrix.execute.matrix_run import MatrixRun
 from matrix.plan.config import MatrixConfig
 from matrix.plan.environments import Environment, Skipped
 
@@ -99,13 +99,13 @@ class FakeBackend(Backend):
             return Prepared(env, "fake-ref", False, 0.0, "fake build failed: planted")
         return Prepared(env, "fake-ref", True, 0.0)
 
-    def launch(self, plan: RunPlan, ready: Prepared, log: IO[bytes]) -> FakeHarness:
+    def launch(self, run: MatrixRun, ready: Prepared, log: IO[bytes]) -> FakeHarness:
         env_id = ready.env.id
         behaviour = self.behaviours.get(env_id, "ok")
         lost = behaviour == LOST_ONCE and f"launched {env_id}" not in self.events
         self.events.append(f"launched {env_id}")
         return FakeHarness(
-            plan.harness_args(env_id),
+            run.harness_args(env_id),
             log,
             "fail" if lost else behaviour.replace(LOST_ONCE, "ok"),
             lambda: self.events.append(f"released {env_id}"),

@@ -303,18 +303,18 @@ def test_history_exits_1_when_only_a_fallback_loads_it_now(tmp_path: Path) -> No
 
 
 def test_a_loader_gets_every_other_saver_and_reads_their_artifact_folders(tmp_path: Path) -> None:
-    from matrix.execute.crossload import CrossLoadPlan
+    from matrix.execute.crossload import CrossLoadStep
     from matrix.plan.config import load_config
 
     config = load_config(None, {"results_dir": tmp_path, "cross_load": "tf2.21-*"})
     savers = tuple({"env_id": env, "saved": {}} for env in (OLD, NEW))
-    plan = CrossLoadPlan(config=config, run_id="r1", savers=savers)
-    args = plan.harness_args(NEW)
-    assert args[0] == "crossload" and plan.run_dir == tmp_path / "r1" / "crossload"
+    run = CrossLoadStep(config=config, run_id="r1", savers=savers)
+    args = run.harness_args(NEW)
+    assert args[0] == "crossload" and run.run_dir == tmp_path / "r1" / "crossload"
     assert args[args.index("--work") + 1] == str((tmp_path / "r1" / "artifacts").absolute())
     given = Path(args[args.index("--saved-by") + 1])
     assert [s["env_id"] for s in json.loads(given.read_text())["savers"]] == [OLD, NEW]
-    assert plan.reads_artifacts_of(NEW) == (OLD, NEW)  # its own too: the grid's diagonal
+    assert run.reads_artifacts_of(NEW) == (OLD, NEW)  # its own too: the grid's diagonal
 
 
 def _planned(env_id: str) -> Environment:
@@ -376,21 +376,21 @@ def test_an_environment_whose_records_lie_neither_saves_nor_loads(tmp_path: Path
     from rich.console import Console
 
     from matrix.execute.crossload import cross_load
-    from matrix.execute.run_plan import RunPlan
+    from matrix.execute.matrix_run import MatrixRun
     from matrix.execute.sweep import EnvOutcome
     from matrix.plan.config import load_config
     from tests.unit.fake_backend import FakeBackend
 
     config = load_config(None, {"results_dir": tmp_path, "cross_load": "*"})
-    plan = RunPlan(config=config, run_id="r1")
-    plan.run_dir.mkdir(parents=True)
+    run = MatrixRun(config=config, run_id="r1")
+    run.run_dir.mkdir(parents=True)
     old = make_record("environment", env_id=OLD, tensorflow="2.12.1", keras_impl="keras2")
-    write_jsonl(plan.records_file(OLD), [old])
-    _saver_records(plan.run_dir, tensorflow="2.12.1")  # NEW, claiming to be TF 2.12
+    write_jsonl(run.records_file(OLD), [old])
+    _saver_records(run.run_dir, tensorflow="2.12.1")  # NEW, claiming to be TF 2.12
     console = Console(record=True, width=300)
     outcomes = [EnvOutcome(env, "ok") for env in (OLD, NEW)]
     envs = [_planned(OLD), _planned(NEW)]
-    started = cross_load(plan, FakeBackend({}), envs, outcomes, console)
+    started = cross_load(run, FakeBackend({}), envs, outcomes, console)
     said = console.export_text()
     assert started == [] and "ran and were not refused (refused above: 1)" in said
     assert f"{NEW}'s environment record says tensorflow '2.12.1' where the host made" in said
@@ -399,7 +399,10 @@ def test_an_environment_whose_records_lie_neither_saves_nor_loads(tmp_path: Path
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"cross_load": "*", "backend": "ray"}, "the ray backend cannot cross-load yet"),
+        (
+            {"cross_load": "*", "backend": "ray", "node_backend": "docker"},
+            "the ray backend cross-loads on venv nodes only",
+        ),
         ({"cross_load": "tf2.21 *"}, "invalid loader selection"),
     ],
 )
@@ -411,6 +414,13 @@ def test_a_cross_load_that_cannot_run_is_refused_before_anything_runs(
 
     with pytest.raises(ConfigError, match=message):
         load_config(None, overrides)
+
+
+def test_the_ray_backend_plans_a_cross_load_on_venv_nodes() -> None:
+    from matrix.plan.config import load_config
+
+    overrides = {"cross_load": "*", "backend": "ray", "node_backend": "venv"}
+    assert load_config(None, overrides).cross_load == "*"
 
 
 def test_the_bare_flag_means_every_environment() -> None:

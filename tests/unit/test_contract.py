@@ -20,7 +20,7 @@ from harness.contract import (
     from_arguments,
     upgrade,
 )
-from matrix.execute.run_plan import RunPlan
+from matrix.execute.matrix_run import MatrixRun
 from matrix.plan.config import load_config
 from matrix.results.dataset import load_runs
 from matrix.results.reader import read_run
@@ -91,7 +91,7 @@ def test_the_orchestrator_s_arguments_parse_back_to_its_matrix(tmp_path: Path) -
         None,
         {"results_dir": str(tmp_path), "cache": "warm,cold", "repeats": 7, "process": "both"},
     )
-    args = RunPlan(config=config, run_id="r1").harness_args("env-a")
+    args = MatrixRun(config=config, run_id="r1").harness_args("env-a")
     parser = argparse.ArgumentParser()
     add_arguments(parser.add_subparsers(dest="command").add_parser("run"))
     spec = from_arguments(parser.parse_args(args))

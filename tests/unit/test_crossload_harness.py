@@ -41,7 +41,7 @@ def _records(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def test_a_cross_load_plan_has_every_field_of_a_run_plan_and_says_what_it_does(
+def test_a_cross_load_plan_record_has_every_field_of_a_runs_and_says_what_it_does(
     tmp_path: Path,
 ) -> None:
     own = Run(_spec(tmp_path / "own", "tf2.21-py3.11-cpu"))

@@ -19,7 +19,15 @@ import pytest
 from matrix.build.images import registry_reference
 from matrix.errors import ConfigError
 from matrix.execute.backends.ray import Node, RayBackend, mismatch, other_code, selected
-from matrix.execute.backends.ray_node import NodeSpec, _Rewrite, _Tail, node_matrix
+from matrix.execute.backends.ray_node import (
+    NodeSpec,
+    _Rewrite,
+    _Tail,
+    node_matrix,
+    pack_artifacts,
+    unpack_artifacts,
+)
+from matrix.execute.crossload import CrossLoadStep
 from matrix.plan.config import load_config
 from matrix.plan.environments import Environment, expand
 
@@ -135,6 +143,27 @@ def test_the_spec_travels_as_plain_data_and_comes_back_the_same() -> None:
     assert measured.backend == "docker" and measured.results_dir == Path("/scratch")
     same = {"backend", "results_dir", "node_backend"}
     assert measured.model_dump(exclude=same) == CONFIG.model_dump(exclude=same)
+
+
+def test_a_loader_s_spec_runs_the_cross_load_step_and_unpacks_checked_read_only(
+    tmp_path: Path,
+) -> None:
+    """The artifacts' trip between nodes, without Ray: packed where they were saved, unpacked
+    where the loader's harness reads them (`CrossLoadStep`'s default `--work`)."""
+    saver = {"env_id": CPU.id, "tensorflow": "2.21.0", "keras_impl": "keras3"}
+    spec = NodeSpec("r1", asdict(CPU), CONFIG.model_dump(mode="json"), "/b", 1, "/d", "", (saver,))
+    run = NodeSpec(**json.loads(json.dumps(asdict(spec)))).matrix_run(CONFIG)
+    assert isinstance(run, CrossLoadStep) and run.savers == (saver,)
+    assert spec.workdir().name == f"{CPU.id}-crossload-1"
+    saved = tmp_path / "saved"
+    (saved / "dense-10k").mkdir(parents=True)
+    (saved / "dense-10k" / "model.h5").write_bytes(b"weights")
+    pack = pack_artifacts(saved, CPU.id)
+    unpack_artifacts(pack, tmp_path / "copy")
+    copy = tmp_path / "copy" / "dense-10k" / "model.h5"
+    assert copy.read_bytes() == b"weights" and copy.stat().st_mode & 0o777 == 0o444
+    with pytest.raises(ValueError, match=f"the artifacts of {CPU.id} arrived with sha256"):
+        unpack_artifacts(pack | {"tar": pack["tar"][:-1] + b"x"}, tmp_path / "tampered")
 
 
 def test_matrix_starts_without_ray() -> None:

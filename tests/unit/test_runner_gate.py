@@ -15,8 +15,8 @@ from rich.console import Console
 
 from matrix.execute.backends import Prepared
 from matrix.execute.harness_run import HarnessRun, wait_any
+from matrix.execute.matrix_run import MatrixRun
 from matrix.execute.progress import SweepProgress
-from matrix.execute.run_plan import RunPlan
 from matrix.plan.config import load_config
 from matrix.results.reader import is_complete, read_jsonl
 from tests.unit.fake_backend import FakeBackend
@@ -24,19 +24,19 @@ from tests.unit.fake_backend import FakeBackend
 
 def test_a_launched_harness_waits_at_its_gate_until_it_opens(tmp_path: Path) -> None:
     config = load_config(None, {"results_dir": str(tmp_path), "models": "dense-10k"})
-    plan = RunPlan(config=config, run_id="gate-test")
+    matrix_run = MatrixRun(config=config, run_id="gate-test")
     backend = FakeBackend({})
     (env,), _ = backend.environments(config)
     with SweepProgress(Console(quiet=True)) as progress:
-        run = HarnessRun(plan, backend, Prepared(env), progress.bar(env.id))
+        run = HarnessRun(matrix_run, backend, Prepared(env), progress.bar(env.id))
         with run:
             time.sleep(1.5)  # far longer than the harness needs to reach its gate
             assert run.harness.poll() is None  # alive, waiting
-            assert not plan.records_file(env.id).exists()
+            assert not matrix_run.records_file(env.id).exists()
             run.start()
             while not wait_any([run]):
                 pass
             outcome = run.finish()
     assert outcome.returncode == 0, outcome.log_file.read_text()
-    assert is_complete(read_jsonl(plan.records_file(env.id)).records)
-    assert not plan.start_gate(env.id).exists()  # removed: nothing left in the run
+    assert is_complete(read_jsonl(matrix_run.records_file(env.id)).records)
+    assert not matrix_run.start_gate(env.id).exists()  # removed: nothing left in the run

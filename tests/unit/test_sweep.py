@@ -20,7 +20,7 @@ from matrix.cli.run import measure
 from matrix.errors import EnvironmentFailure, ExitCode
 from matrix.execute.backends.local import LocalBackend
 from matrix.execute.harness_run import HarnessRun
-from matrix.execute.run_plan import RunPlan
+from matrix.execute.matrix_run import MatrixRun
 from matrix.execute.sweep import Sweep
 from matrix.plan.config import load_config
 from matrix.results.reader import MANIFEST, is_complete, read_jsonl
@@ -30,7 +30,7 @@ A, B, C = "tf2.15-py3.11-cpu", "tf2.16-py3.11-cpu", "tf2.17-py3.11-cpu"
 ENVS = [fake_env(minor) for minor in ("2.15", "2.16", "2.17")]
 
 
-def plan_in(tmp_path: Path, run_id: str = "fake-run") -> RunPlan:
+def run_in(tmp_path: Path, run_id: str = "fake-run") -> MatrixRun:
     config = load_config(
         None,
         {
@@ -42,19 +42,19 @@ def plan_in(tmp_path: Path, run_id: str = "fake-run") -> RunPlan:
             "warmup": 1,
         },
     )
-    return RunPlan(config=config, run_id=run_id)
+    return MatrixRun(config=config, run_id=run_id)
 
 
-def sweep(plan: RunPlan, backend: FakeBackend, envs: list = ENVS) -> Sweep:
-    return Sweep(plan, backend, envs, [], Console(quiet=True))
+def sweep(run: MatrixRun, backend: FakeBackend, envs: list = ENVS) -> Sweep:
+    return Sweep(run, backend, envs, [], Console(quiet=True))
 
 
-def records(plan: RunPlan, env_id: str) -> list[dict]:
-    return read_jsonl(plan.records_file(env_id)).records
+def records(run: MatrixRun, env_id: str) -> list[dict]:
+    return read_jsonl(run.records_file(env_id)).records
 
 
-def manifest(plan: RunPlan) -> dict:
-    return json.loads((plan.run_dir / MANIFEST).read_text())
+def manifest(run: MatrixRun) -> dict:
+    return json.loads((run.run_dir / MANIFEST).read_text())
 
 
 @pytest.fixture
@@ -76,8 +76,8 @@ def test_environments_run_in_turn_and_the_next_launches_while_the_last_ends(
     tmp_path: Path, events: list[str]
 ) -> None:
     backend = FakeBackend({}, events=events)
-    plan = plan_in(tmp_path)
-    outcomes = sweep(plan, backend).run()
+    run = run_in(tmp_path)
+    outcomes = sweep(run, backend).run()
     assert [(o.env_id, o.status) for o in outcomes] == [(A, "ok"), (B, "ok"), (C, "ok")]
     assert backend.events == [
         f"launched {A}",
@@ -91,61 +91,61 @@ def test_environments_run_in_turn_and_the_next_launches_while_the_last_ends(
         f"released {C}",
     ]
     for env in ENVS:
-        got = records(plan, env.id)
+        got = records(run, env.id)
         assert is_complete(got) and len([r for r in got if r["kind"] == "trial"]) == 6
         for record in got:  # the fake harness writes what the contract defines, no more
             assert set(record) <= set(fields_of(record["kind"])), record["kind"]
-    assert manifest(plan)["ended"] and manifest(plan)["backend"] == "fake"
-    assert not list(plan.run_dir.glob(".gate-*"))  # every gate removed
+    assert manifest(run)["ended"] and manifest(run)["backend"] == "fake"
+    assert not list(run.run_dir.glob(".gate-*"))  # every gate removed
 
 
 def test_a_failing_environment_is_recorded_and_the_sweep_goes_on(tmp_path: Path) -> None:
-    plan = plan_in(tmp_path)
-    outcomes = sweep(plan, FakeBackend({A: UNBUILDABLE, B: "fail"})).run()
+    run = run_in(tmp_path)
+    outcomes = sweep(run, FakeBackend({A: UNBUILDABLE, B: "fail"})).run()
     assert [o.status for o in outcomes] == ["build-failed", "run-failed", "ok"]
-    (unbuilt,) = records(plan, A)
+    (unbuilt,) = records(run, A)
     assert unbuilt["kind"] == "failure" and unbuilt["reason"] == "fake build failed: planted"
-    failures = [r["reason"] for r in records(plan, B) if r["kind"] == "failure"]
+    failures = [r["reason"] for r in records(run, B) if r["kind"] == "failure"]
     assert "planted: tensorflow is broken" in failures[0]  # the harness's own
     assert failures[1] == (
         "the harness exited with code 1: TensorFlow does not import: ImportError: planted: "
-        f"tensorflow is broken; full log: {plan.run_dir / B}.log"
+        f"tensorflow is broken; full log: {run.run_dir / B}.log"
     )
     assert outcomes[1].reason == failures[1]
-    assert is_complete(records(plan, C))
+    assert is_complete(records(run, C))
 
 
 def test_resume_skips_what_finished_and_sets_the_failed_attempt_aside(tmp_path: Path) -> None:
-    plan = plan_in(tmp_path)
-    sweep(plan, FakeBackend({B: "fail"})).run()
+    run = run_in(tmp_path)
+    sweep(run, FakeBackend({B: "fail"})).run()
     again = FakeBackend({})
-    outcomes = sweep(plan, again).run()
+    outcomes = sweep(run, again).run()
     assert [o.status for o in outcomes] == ["resumed", "ok", "resumed"]
     assert [e for e in again.events if e.startswith("launched")] == [f"launched {B}"]
-    assert is_complete(records(plan, B))
-    aside = plan.run_dir / f"{B}.jsonl.partial"
+    assert is_complete(records(run, B))
+    aside = run.run_dir / f"{B}.jsonl.partial"
     assert "planted: tensorflow is broken" in aside.read_text()  # kept, out of the merge
 
 
 def test_an_environment_the_backend_retries_has_one_outcome_and_keeps_the_first_attempt(
     tmp_path: Path,
 ) -> None:
-    plan = plan_in(tmp_path)
+    run = run_in(tmp_path)
     backend = FakeBackend({A: LOST_ONCE, C: LOST_ONCE})
-    outcomes = sweep(plan, backend).run()
+    outcomes = sweep(run, backend).run()
     assert [(o.env_id, o.status) for o in outcomes] == [(A, "ok"), (B, "ok"), (C, "ok")]
     launches = [e.split()[1] for e in backend.events if e.startswith("launched")]
     assert launches == [A, B, A, C, C]  # the retry goes first; the last one's too
-    assert is_complete(records(plan, A))
-    first = read_jsonl(plan.run_dir / f"{A}.jsonl.partial").records  # set aside, not merged
+    assert is_complete(records(run, A))
+    first = read_jsonl(run.run_dir / f"{A}.jsonl.partial").records  # set aside, not merged
     assert first[-1]["kind"] == "failure" and first[-1]["reason"] == "fake machine lost"
 
 
 def test_with_two_slots_two_environments_measure_at_once_never_three(
     tmp_path: Path, events: list[str]
 ) -> None:
-    plan = plan_in(tmp_path)
-    outcomes = sweep(plan, FakeBackend({}, slots=2, events=events)).run()
+    run = run_in(tmp_path)
+    outcomes = sweep(run, FakeBackend({}, slots=2, events=events)).run()
     assert [o.status for o in outcomes] == ["ok", "ok", "ok"]
     assert events[:4] == [f"launched {A}", f"started {A}", f"launched {B}", f"started {B}"]
     measuring = [0]
@@ -155,26 +155,26 @@ def test_with_two_slots_two_environments_measure_at_once_never_three(
 
 
 def test_ctrl_c_stops_the_harness_keeps_its_records_and_cleans_up(tmp_path: Path) -> None:
-    plan = plan_in(tmp_path)
+    matrix_run = run_in(tmp_path)
     backend = FakeBackend({B: "endless"})
 
     def interrupt_during_b() -> None:
-        while sum('"trial"' in line for line in _lines(plan.records_file(B))) < 3:
+        while sum('"trial"' in line for line in _lines(matrix_run.records_file(B))) < 3:
             time.sleep(0.01)
         os.kill(os.getpid(), signal.SIGINT)
 
     threading.Thread(target=interrupt_during_b, daemon=True).start()
-    run = sweep(plan, backend)
+    run = sweep(matrix_run, backend)
     with pytest.raises(KeyboardInterrupt):
         run.run()
     assert [(o.env_id, o.status) for o in run.outcomes] == [(A, "ok"), (B, "interrupted")]
     assert f"launched {C}" not in backend.events
-    assert backend.events[-2:] == [f"released {B}", f"cleanup {plan.run_id}"]
-    assert "harness: interrupted" in (plan.run_dir / f"{B}.log").read_text()
-    kept = records(plan, B)
+    assert backend.events[-2:] == [f"released {B}", f"cleanup {matrix_run.run_id}"]
+    assert "harness: interrupted" in (matrix_run.run_dir / f"{B}.log").read_text()
+    kept = records(matrix_run, B)
     assert len([r for r in kept if r["kind"] == "trial"]) >= 3 and not is_complete(kept)
-    assert manifest(plan)["ended"] is None
-    assert not list(plan.run_dir.glob(".gate-*"))
+    assert manifest(matrix_run)["ended"] is None
+    assert not list(matrix_run.run_dir.glob(".gate-*"))
 
 
 def _lines(path: Path) -> list[str]:
@@ -187,16 +187,16 @@ def _lines(path: Path) -> list[str]:
 def test_a_run_whose_only_harness_fails_is_exit_3_in_one_line(tmp_path: Path) -> None:
     """What `matrix run` does after its lock, with the local backend's one environment
     replaced by a fake one whose harness finds TensorFlow broken."""
-    plan = plan_in(tmp_path)
-    (env,) = FakeBackend({}).environments(plan.config)[0]
+    run = run_in(tmp_path)
+    (env,) = FakeBackend({}).environments(run.config)[0]
     with pytest.raises(EnvironmentFailure) as failed:
-        measure(plan, FakeBackend({env.id: "fail"}), "test", Console(quiet=True), False)
+        measure(run, FakeBackend({env.id: "fail"}), "test", Console(quiet=True), False)
     assert failed.value.exit_code == ExitCode.ENVIRONMENT_ERROR == 3
     assert str(failed.value) == (
         f"{env.id}: the harness exited with code 1: TensorFlow does not import: ImportError: "
-        f"planted: tensorflow is broken; full log: {plan.run_dir / env.id}.log"
+        f"planted: tensorflow is broken; full log: {run.run_dir / env.id}.log"
     )
-    assert manifest(plan)["outcomes"][0]["status"] == "run-failed"
+    assert manifest(run)["outcomes"][0]["status"] == "run-failed"
 
 
 def test_the_local_backend_is_one_environment_named_as_the_harness_names_it() -> None:

@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from matrix.errors import ConfigError, EnvironmentFailure
-from matrix.execute.run_plan import RunPlan
+from matrix.execute.matrix_run import MatrixRun
 from matrix.plan.config import MatrixConfig
 from matrix.plan.environments import Environment, Skipped
 
@@ -128,7 +128,7 @@ class Backend(abc.ABC):
         return Prepared(env)
 
     @abc.abstractmethod
-    def launch(self, plan: RunPlan, ready: Prepared, log: IO[bytes]) -> Harness:
+    def launch(self, run: MatrixRun, ready: Prepared, log: IO[bytes]) -> Harness:
         """Start the harness of `ready.env` held at its start gate, its output going to `log`."""
 
     def reclaim(self) -> str:

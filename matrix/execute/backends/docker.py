@@ -37,7 +37,7 @@ from matrix.build.dockerfile import HARNESS_UID
 from matrix.execute import hostdrop
 from matrix.execute.backends import Backend, Harness, Prepared, skip_gpu
 from matrix.execute.lock import holder_token
-from matrix.execute.run_plan import RunPlan
+from matrix.execute.matrix_run import MatrixRun
 from matrix.execute.stopping import remove_dead_runs_containers
 from matrix.plan.config import MatrixConfig
 from matrix.plan.environments import Environment, Skipped, expand
@@ -64,9 +64,9 @@ def container_name(run_id: str, env_id: str) -> str:
     return re.sub(r"[^a-zA-Z0-9_.-]", "_", f"tflm-{run_id}-{env_id}")
 
 
-def host_calls_dir(plan: RunPlan, env_id: str) -> Path:
+def host_calls_dir(run: MatrixRun, env_id: str) -> Path:
     """Where a container asks the host for what it may not do itself (mounted read-write)."""
-    return plan.run_dir / f".host-calls-{env_id}"
+    return run.run_dir / f".host-calls-{env_id}"
 
 
 def container_user() -> str:
@@ -78,7 +78,7 @@ def container_user() -> str:
     return f"{os.getuid()}:{os.getgid()}"
 
 
-def user_files(plan: RunPlan) -> dict[str, str]:
+def user_files(run: MatrixRun) -> dict[str, str]:
     """The user's files — model files (`--models ./file`), their code and inputs — → where
     their container sees them.
 
@@ -88,8 +88,8 @@ def user_files(plan: RunPlan) -> dict[str, str]:
     files given are mounted, never their whole folder. Nothing of them is copied into an
     image: the measured environment stays the same.
     """
-    paths = [parse_model(name).path for name in plan.config.model_names]
-    for entry in plan.config.models:
+    paths = [parse_model(name).path for name in run.config.model_names]
+    for entry in run.config.models:
         if not isinstance(entry, str):
             paths += [str(path) for path in (*entry.code, entry.inputs) if path is not None]
     files: dict[str, str] = {}
@@ -102,58 +102,58 @@ def user_files(plan: RunPlan) -> dict[str, str]:
     return files
 
 
-def mounts(env: Environment, plan: RunPlan, tag: str = "") -> dict[str, dict[str, str]]:
+def mounts(env: Environment, run: MatrixRun, tag: str = "") -> dict[str, dict[str, str]]:
     """Everything of the host a container of `env` sees (`binds`: host path or volume name →
     where it appears). The records file and both folders are the host's (`prepare_host_files`):
     a container cannot rename or remove a mount point, so it can never swap one for a link.
     With the image's `tag`, its artifact cache too: its own folder, which no other image's
     container sees."""
-    run_dir = plan.run_dir.absolute()
-    gate = plan.start_gate(env.id).absolute()
-    calls = host_calls_dir(plan, env.id).absolute()
+    run_dir = run.run_dir.absolute()
+    gate = run.start_gate(env.id).absolute()
+    calls = host_calls_dir(run, env.id).absolute()
     binds = {
         str(run_dir / f"{env.id}.jsonl"): {"bind": f"{RESULTS_MOUNT}/{env.id}.jsonl", "mode": "rw"},
         str(calls): {"bind": f"{RESULTS_MOUNT}/{calls.name}", "mode": "rw"},
         str(gate.parent): {"bind": f"{RESULTS_MOUNT}/{gate.parent.name}", "mode": "ro"},
     }
-    savers = plan.reads_artifacts_of(env.id)
+    savers = run.reads_artifacts_of(env.id)
     for saver in savers:  # a cross-load: every saver's volume, read-only, and none of its own
-        binds[container_name(plan.run_id, saver)] = {
+        binds[container_name(run.run_id, saver)] = {
             "bind": f"{ARTIFACTS_MOUNT}/{saver}",
             "mode": "ro",
         }
     if not savers:
-        binds[container_name(plan.run_id, env.id)] = {"bind": ARTIFACTS_MOUNT, "mode": "rw"}
+        binds[container_name(run.run_id, env.id)] = {"bind": ARTIFACTS_MOUNT, "mode": "rw"}
         if tag:
-            cache = plan.artifact_cache(f"docker:{tag}").absolute()
+            cache = run.artifact_cache(f"docker:{tag}").absolute()
             binds[str(cache)] = {"bind": ARTIFACT_CACHE_MOUNT, "mode": "rw"}
-    binds |= {path: {"bind": seen, "mode": "ro"} for path, seen in user_files(plan).items()}
+    binds |= {path: {"bind": seen, "mode": "ro"} for path, seen in user_files(run).items()}
     return binds
 
 
-def prepare_host_files(plan: RunPlan, env_id: str, tag: str = "") -> None:
+def prepare_host_files(run: MatrixRun, env_id: str, tag: str = "") -> None:
     """Create what `mounts` binds from the run folder, handed to the container's user.
 
     The records file is new (O_EXCL: an earlier attempt's was set aside by the sweep); the
     folders may remain from an interrupted run, and must then be real folders, not links.
     """
     uid = HARNESS_UID if os.geteuid() == 0 else -1  # -1: keep; a non-root `matrix` owns them
-    plan.run_dir.mkdir(parents=True, exist_ok=True)
-    fd = open_regular(str(plan.run_dir / f"{env_id}.jsonl"), os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+    run.run_dir.mkdir(parents=True, exist_ok=True)
+    fd = open_regular(str(run.run_dir / f"{env_id}.jsonl"), os.O_WRONLY | os.O_CREAT | os.O_EXCL)
     try:
         os.fchown(fd, uid, uid)
     finally:
         os.close(fd)
-    for folder in (host_calls_dir(plan, env_id), plan.start_gate(env_id).parent):
+    for folder in (host_calls_dir(run, env_id), run.start_gate(env_id).parent):
         folder.mkdir(exist_ok=True)
         if not stat.S_ISDIR(folder.lstat().st_mode):
             raise OSError(f"{folder} is not a folder; remove it")
-    os.chown(host_calls_dir(plan, env_id), uid, uid, follow_symlinks=False)
+    os.chown(host_calls_dir(run, env_id), uid, uid, follow_symlinks=False)
     if tag:
-        os.chown(plan.artifact_cache(f"docker:{tag}"), uid, uid, follow_symlinks=False)
+        os.chown(run.artifact_cache(f"docker:{tag}"), uid, uid, follow_symlinks=False)
 
 
-def run_request(env: Environment, plan: RunPlan, tag: str, host_calls: Sequence[str] = ()) -> dict:
+def run_request(env: Environment, run: MatrixRun, tag: str, host_calls: Sequence[str] = ()) -> dict:
     """Everything sent to the engine for one harness container, as one plain dict.
 
     Kept pure so the exact request — including the GPU device request that cannot be exercised
@@ -162,7 +162,7 @@ def run_request(env: Environment, plan: RunPlan, tag: str, host_calls: Sequence[
     """
     host: dict[str, Any] = {
         "network_mode": "none",
-        "binds": mounts(env, plan, tag),
+        "binds": mounts(env, run, tag),
         "cap_drop": ["ALL"],
         "security_opt": ["no-new-privileges"],
         "group_add": [str(HARNESS_UID)],
@@ -171,22 +171,22 @@ def run_request(env: Environment, plan: RunPlan, tag: str, host_calls: Sequence[
         host["device_requests"] = [DeviceRequest(count=-1, capabilities=[["gpu"]])]
     environment = {}
     if host_calls:  # the kinds of call (harness.hostcalls) the host answers for this container
-        environment[CALLS_DIR_ENV] = f"{RESULTS_MOUNT}/{host_calls_dir(plan, env.id).name}"
+        environment[CALLS_DIR_ENV] = f"{RESULTS_MOUNT}/{host_calls_dir(run, env.id).name}"
         environment[SERVES_ENV] = ",".join(host_calls)
     return {
         "image": tag,
         "environment": environment,
         "entrypoint": None,  # the image's own: python3 -m harness
-        "command": plan.harness_args(
+        "command": run.harness_args(
             env.id,
             out=RESULTS_MOUNT,
             work=ARTIFACTS_MOUNT,
-            seen=user_files(plan),
-            artifact_cache=ARTIFACT_CACHE_MOUNT if not plan.reads_artifacts_of(env.id) else "",
+            seen=user_files(run),
+            artifact_cache=ARTIFACT_CACHE_MOUNT if not run.reads_artifacts_of(env.id) else "",
         ),
-        "name": container_name(plan.run_id, env.id),
+        "name": container_name(run.run_id, env.id),
         "labels": {
-            RUN_LABEL: plan.run_id,
+            RUN_LABEL: run.run_id,
             "tf-load-matrix.env": env.id,
             HOLDER_LABEL: holder_token(),
         },
@@ -195,7 +195,7 @@ def run_request(env: Environment, plan: RunPlan, tag: str, host_calls: Sequence[
     }
 
 
-def trial_request(env: Environment, plan: RunPlan, tag: str, call: dict) -> dict:
+def trial_request(env: Environment, run: MatrixRun, tag: str, call: dict) -> dict:
     """The container of one trial (`--isolation container`), for a harness `trial` call.
 
     It is the environment's own request — same image, user, mounts, no capability, no network,
@@ -211,7 +211,7 @@ def trial_request(env: Environment, plan: RunPlan, tag: str, call: dict) -> dict
         isinstance(environment, dict) and all(isinstance(v, str) for v in environment.values())
     ):
         raise ValueError(f"trial call: env must map names to strings (got {environment!r})")
-    request = run_request(env, plan, tag)
+    request = run_request(env, run, tag)
     request.update(
         name=f"{request['name']}-trial-{call['id']}",
         entrypoint=argv[:1],
@@ -360,13 +360,13 @@ class DockerBackend(Backend):
             return Prepared(env, image.tag, False, image.seconds, reason)
         return Prepared(env, image.tag, image.built, image.seconds)
 
-    def launch(self, plan: RunPlan, ready: Prepared, log: IO[bytes]) -> ContainerHarness:
+    def launch(self, run: MatrixRun, ready: Prepared, log: IO[bytes]) -> ContainerHarness:
         env, tag = ready.env, ready.ref
-        prepare_host_files(plan, env.id, tag)
-        services = self._services(plan, env, tag)
-        request = run_request(env, plan, tag, host_calls=sorted(services))
+        prepare_host_files(run, env.id, tag)
+        services = self._services(run, env, tag)
+        request = run_request(env, run, tag, host_calls=sorted(services))
         container = start_container(self._client, request)
-        return ContainerHarness(container, log, host_calls_dir(plan, env.id), services)
+        return ContainerHarness(container, log, host_calls_dir(run, env.id), services)
 
     def reclaim(self) -> str:
         runs = remove_dead_runs_containers(self._client)
@@ -375,23 +375,23 @@ class DockerBackend(Backend):
     def cleanup(self, run_id: str) -> str:
         return f"removed {remove_run_containers(self._client, run_id)} container(s)"
 
-    def _services(self, plan: RunPlan, env: Environment, tag: str) -> dict[str, Handler]:
+    def _services(self, run: MatrixRun, env: Environment, tag: str) -> dict[str, Handler]:
         """What the harness container may ask of this host: page-cache drops (when the host
         can drop it) and, with `isolation: container`, each trial run in a fresh container, so
         no trial inherits another's container state."""
         services: dict[str, Handler] = {}
         if self._drop_route:
             services["drop"] = self._drop_caches
-        if plan.config.isolation == "container":
-            services["trial"] = lambda call: self._run_trial(plan, env, tag, call)
+        if run.config.isolation == "container":
+            services["trial"] = lambda call: self._run_trial(run, env, tag, call)
         return services
 
     def _drop_caches(self, _call: dict) -> dict:
         hostdrop.drop(str(self._drop_route))
         return {}
 
-    def _run_trial(self, plan: RunPlan, env: Environment, tag: str, call: dict) -> dict:
-        request = trial_request(env, plan, tag, call)
+    def _run_trial(self, run: MatrixRun, env: Environment, tag: str, call: dict) -> dict:
+        request = trial_request(env, run, tag, call)
         return run_trial_container(self._client, request, float(call["timeout_s"]))
 
 

@@ -24,7 +24,7 @@ from harness.envinfo import installed_tensorflow, local_env_id
 from harness.lifetime import die_with_parent
 from matrix.errors import EnvironmentFailure
 from matrix.execute.backends import Backend, Harness, Prepared
-from matrix.execute.run_plan import RunPlan
+from matrix.execute.matrix_run import MatrixRun
 from matrix.plan.config import MatrixConfig
 from matrix.plan.environments import Environment, Skipped
 
@@ -117,7 +117,7 @@ class LocalBackend(Backend):
         )
         return [this], []
 
-    def launch(self, plan: RunPlan, ready: Prepared, log: IO[bytes]) -> HarnessProcess:
-        cache = plan.artifact_cache(json.dumps(environment_fingerprint(), sort_keys=True))
-        args = plan.harness_args(ready.env.id, artifact_cache=str(cache.absolute()))
+    def launch(self, run: MatrixRun, ready: Prepared, log: IO[bytes]) -> HarnessProcess:
+        cache = run.artifact_cache(json.dumps(environment_fingerprint(), sort_keys=True))
+        args = run.harness_args(ready.env.id, artifact_cache=str(cache.absolute()))
         return launch_harness(sys.executable, args, log)

@@ -26,11 +26,12 @@ import ray
 from ray import exceptions as ray_errors
 
 from harness.records import open_regular
-from matrix.errors import EnvironmentFailure
+from matrix.errors import ConfigError, EnvironmentFailure
 from matrix.execute.backends import Backend, Ended, Harness, Prepared, ray_node
 from matrix.execute.backends.ray_node import NodeSpec, tool_version
-from matrix.execute.run_plan import RunPlan
-from matrix.plan.config import MatrixConfig
+from matrix.execute.crossload import CrossLoadStep
+from matrix.execute.matrix_run import MatrixRun
+from matrix.plan.config import RAY_DOCKER_CROSS_LOAD, MatrixConfig
 from matrix.plan.environments import Environment, Skipped, expand
 
 SLOT = "tf_load_matrix"  # the custom resource of a measurement slot
@@ -214,10 +215,13 @@ class RayBackend(Backend):
         self._config, self._build_root, self._nodes = config, build_root, targets
         self._client = client  # the driver's Docker engine, which pushes to `--registry`
         self._eligible: dict[str, list[str]] = {}  # env id -> ids of the nodes that can run it
-        self._attempts: dict[str, int] = {}  # env id -> attempts launched
+        self._attempts: dict[tuple[Path, str], int] = {}  # (step's folder, env id) -> launched
         # Nodes a task was lost on: still listed alive for a while after dying, never used again
         self._lost: set[str] = set()
         self._handles: list[RayHarness] = []
+        # env id -> the streamed item holding its packed artifacts, kept in Ray's object store
+        # for the cross-load's loaders (`ray_node.pack_artifacts`)
+        self._packs: dict[str, Any] = {}
 
     @classmethod
     def create(cls, config: MatrixConfig, build_root: Path) -> RayBackend:
@@ -241,6 +245,11 @@ class RayBackend(Backend):
         other = other_code(surveyed, {before, tool_version()})
         if other:
             raise EnvironmentFailure(mismatch(other[0]))
+        docker = [node for node in surveyed if node.survey.get("backend") == "docker"]
+        if config.cross_load and docker:
+            raise ConfigError(
+                f"--cross-load: node {docker[0].name} measures with docker: {RAY_DOCKER_CROSS_LOAD}"
+            )
         return cls(config, build_root.absolute(), surveyed, client)
 
     def environments(self, config: MatrixConfig) -> tuple[list[Environment], list[Skipped]]:
@@ -275,21 +284,27 @@ class RayBackend(Backend):
         pushed = push_image(self._client, image, self._config.registry, log)
         return Prepared(env, pushed.tag, pushed.built, pushed.seconds, pushed.reason)
 
-    def launch(self, plan: RunPlan, ready: Prepared, log: IO[bytes]) -> RayHarness:
+    def launch(self, run: MatrixRun, ready: Prepared, log: IO[bytes]) -> RayHarness:
         env = ready.env
-        attempt = self._attempts[env.id] = self._attempts.get(env.id, 0) + 1
+        key = (run.run_dir, env.id)  # a loader's cross-load is its own first attempt
+        attempt = self._attempts[key] = self._attempts.get(key, 0) + 1
         alive = {node.id for node in nodes() if node.alive}
         eligible = [i for i in self._eligible[env.id] if i in alive and i not in self._lost]
         spec = NodeSpec(
-            run_id=plan.run_id,
+            run_id=run.run_id,
             env=asdict(env),
-            config=plan.config.model_dump(mode="json"),
+            config=run.config.model_dump(mode="json"),
             build_root=str(self._build_root),
             attempt=attempt,
-            driver_run_dir=str(plan.run_dir.absolute()),
+            driver_run_dir=str(run.run_dir.absolute()),
             image=ready.ref,  # pushed to `--registry` by `prepare`; "" without one
+            savers=run.savers if isinstance(run, CrossLoadStep) else (),
         )
-        handle = RayHarness(plan, env, spec, eligible, log, self._node_names(), self._lost)
+        # A saver finished by an earlier attempt at the run (`--resume`) has none any more
+        packs = [self._packs[s] for s in run.reads_artifacts_of(env.id) if s in self._packs]
+        handle = RayHarness(
+            run, env, spec, eligible, log, self._node_names(), self._lost, packs, self._packs
+        )
         self._handles.append(handle)
         return handle
 
@@ -325,19 +340,23 @@ class RayHarness(Harness):
 
     def __init__(
         self,
-        plan: RunPlan,
+        run: MatrixRun,
         env: Environment,
         spec: NodeSpec,
         eligible: list[str],
         log: IO[bytes],
         names: dict[str, str],
         lost: set[str],
+        packs: list[Any],
+        kept: dict[str, Any],
     ) -> None:
+        """`packs`: the refs of the savers' artifacts its task unpacks first (a loader of the
+        cross-load); `kept`: where it keeps the ref of its own, if its task streams them."""
         self._env, self._spec, self._eligible, self._log = env, spec, eligible, log
-        self._names, self._lost_nodes = names, lost
-        self._build_log = plan.run_dir / f"{env.id}.build.log"
+        self._names, self._lost_nodes, self._packs = names, lost, kept
+        self._build_log = run.run_dir / f"{env.id}.build.log"
         self._records = open_regular(
-            str(plan.records_file(env.id)), os.O_WRONLY | os.O_CREAT | os.O_APPEND
+            str(run.records_file(env.id)), os.O_WRONLY | os.O_CREAT | os.O_APPEND
         )
         self._code: int | None = None
         self._end: dict[str, Any] = {}
@@ -357,7 +376,8 @@ class RayHarness(Harness):
             "label_selector": {NODE_ID_LABEL: f"in({','.join(eligible)})"},
             "name": f"tf-load-matrix {env.id}",
         }
-        self._task: Any = _measure.options(**options).remote(asdict(spec))  # its item stream
+        # Refs as arguments: Ray fetches their objects to the node before the task starts
+        self._task: Any = _measure.options(**options).remote(asdict(spec), *packs)
 
     def serve(self) -> None:
         self._drain(0.0)
@@ -433,7 +453,8 @@ class RayHarness(Harness):
                 self._check_pending()
                 return
             try:
-                item = ray.get(next(self._task))
+                ref = next(self._task)
+                item = ray.get(ref)
             except StopIteration:  # ended without its last item: only a cancelled task does
                 self._code = 130
                 return
@@ -441,6 +462,8 @@ class RayHarness(Harness):
                 self._lost(exc)
                 return
             self._take(item)
+            if "artifacts" in item:  # its ref keeps the object in the store, not the bytes here
+                self._packs[self._env.id] = ref
 
     def _take(self, item: dict[str, Any]) -> None:
         if "node" in item:
@@ -496,8 +519,9 @@ def _survey(config: dict[str, Any], build_root: str) -> dict[str, Any]:
 
 
 @ray.remote(num_cpus=0, max_retries=0)
-def _measure(spec: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """On a node: one environment, streamed (`ray_node.stream`), after saying where it runs."""
+def _measure(spec: dict[str, Any], *packs: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """On a node: one environment, streamed (`ray_node.stream`), after saying where it runs;
+    a loader of the cross-load is given the items holding its savers' artifacts."""
     node = {"id": ray.get_runtime_context().get_node_id(), "hostname": socket.gethostname()}
     yield {"node": node}
     parsed = NodeSpec(**spec)
@@ -506,7 +530,7 @@ def _measure(spec: dict[str, Any]) -> Iterator[dict[str, Any]]:
         "ray_node_hostname": node["hostname"],
         "ray_attempt": parsed.attempt,
     }
-    yield from ray_node.stream(parsed, stamp)
+    yield from ray_node.stream(parsed, stamp, tuple(item["artifacts"] for item in packs))
 
 
 @ray.remote(num_cpus=0, max_retries=0)

@@ -20,6 +20,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tarfile
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -33,7 +34,8 @@ import matrix
 from harness.lifetime import die_with_parent
 from matrix.errors import ExitCode, MatrixError
 from matrix.execute.backends import Backend, create_backend
-from matrix.execute.run_plan import RunPlan
+from matrix.execute.crossload import CrossLoadStep, artifacts_folder
+from matrix.execute.matrix_run import MatrixRun
 from matrix.plan.config import MatrixConfig
 from matrix.plan.environments import Environment
 from matrix.plan.pythons import find_pythons
@@ -57,6 +59,7 @@ class NodeSpec:
     attempt: int  # 1, or 2 for the one retry after the first attempt's node died
     driver_run_dir: str  # where the driver writes what is streamed: the logs a reason names
     image: str = ""  # the reference the driver pushed to `--registry`: pulled, never built here
+    savers: tuple[dict[str, Any], ...] = ()  # a cross-load's loader: `CrossLoadStep.savers`
 
     def environment(self) -> Environment:
         fields = dict(self.env)
@@ -67,8 +70,16 @@ class NodeSpec:
     def workdir(self) -> Path:
         """This attempt's results folder on the node, under the build folder (a real disk:
         artifacts measured cold must not sit on a tmpfs), removed when the task ends."""
-        folder = f"{self.environment().id}-{self.attempt}"
+        step = "-crossload" if self.savers else ""
+        folder = f"{self.environment().id}{step}-{self.attempt}"
         return Path(self.build_root) / RUNS_FOLDER / self.run_id / folder
+
+    def matrix_run(self, config: MatrixConfig) -> MatrixRun:
+        """The run as the node's `matrix` measures it: the environment's own, or a loader's
+        step of the cross-load (records under `crossload/`)."""
+        if self.savers:
+            return CrossLoadStep(config=config, run_id=self.run_id, savers=tuple(self.savers))
+        return MatrixRun(config=config, run_id=self.run_id)
 
 
 def node_matrix(config: dict[str, Any], results_dir: Path | None = None) -> MatrixConfig:
@@ -110,7 +121,7 @@ def cleanup(config: dict[str, Any], build_root: str, run_id: str) -> str:
     """After Ctrl-C, what the run's tasks killed outright left on this node: containers (the
     backend's own cleanup) and the run's folders. Says what it removed."""
     said = node_backend(node_matrix(config), Path(build_root)).cleanup(run_id)
-    shutil.rmtree(Path(build_root) / RUNS_FOLDER / run_id, ignore_errors=True)
+    _remove(Path(build_root) / RUNS_FOLDER / run_id)
     return f"{socket.gethostname()}: {said}" if said else ""
 
 
@@ -141,20 +152,32 @@ def tool_version() -> str:
     return f"tf-load-matrix {release} (source {digest.hexdigest()[:12]})"
 
 
-def stream(spec: NodeSpec, stamp: dict[str, Any]) -> Iterator[dict[str, Any]]:
+def stream(
+    spec: NodeSpec, stamp: dict[str, Any], packs: tuple[dict[str, Any], ...] = ()
+) -> Iterator[dict[str, Any]]:
     """Measure `spec`'s environment in a child `matrix` and yield what it writes, as written.
 
     Items: `{"records": bytes, "log": bytes, "build_log": bytes}` (new whole record lines,
-    `stamp` added to the `environment` record; new log bytes), then one `{"end": {...}}`: the
-    child's exit code and its manifest outcome. Leaving early (Ray closes the generator when
-    the driver cancels the task) stops the child as Ctrl-C would, then removes the folder.
+    `stamp` added to the `environment` record; new log bytes), then, in a run that
+    cross-loads, `{"artifacts": pack}` (`pack_artifacts`), then one `{"end": {...}}`: the
+    child's exit code and its manifest outcome. A loader of the cross-load is given the
+    savers' `packs`, unpacked where its harness reads them before it starts. Leaving early (Ray
+    closes the generator when the driver cancels the task) stops the child as Ctrl-C would,
+    then removes the folder.
     """
     unnice()
     workdir = spec.workdir()
-    shutil.rmtree(workdir, ignore_errors=True)  # a killed attempt's: its manifest would "resume"
+    _remove(workdir)  # a killed attempt's: its manifest would "resume"
     workdir.mkdir(parents=True)
     env_id = spec.environment().id
-    run_dir = workdir / spec.run_id
+    run = spec.matrix_run(node_matrix(spec.config, workdir))
+    try:
+        for pack in packs:
+            unpack_artifacts(pack, artifacts_folder(run, pack["env_id"]))
+    except BaseException:
+        _remove(workdir)
+        raise
+    run_dir = run.run_dir
     records = _Tail(run_dir / f"{env_id}.jsonl", whole_lines=True)
     rewrite = _Rewrite(stamp, str(run_dir), spec.driver_run_dir)
     logs = {
@@ -185,12 +208,54 @@ def stream(spec: NodeSpec, stamp: dict[str, Any]) -> Iterator[dict[str, Any]]:
                 yield item
             if code is not None:
                 break
+        saved = artifacts_folder(run, env_id)
+        if spec.config.get("cross_load") and not spec.savers and saved.is_dir():
+            yield {"artifacts": pack_artifacts(saved, env_id)}
         yield {"end": _end(code, run_dir, env_id, console, rewrite)}
     finally:
         _stop(child)
-        shutil.rmtree(workdir, ignore_errors=True)
+        _remove(workdir)
         with contextlib.suppress(OSError):  # the run's folder, once its last attempt is gone
             workdir.parent.rmdir()
+
+
+def pack_artifacts(folder: Path, env_id: str) -> dict[str, Any]:
+    """`env_id`'s artifacts folder as one tar, for the driver to keep in Ray's object store
+    until the cross-load's loaders, on whichever node, unpack it: the folder itself goes when
+    the task ends. Its sha256 is checked where it is unpacked."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        tar.add(folder, arcname=".")
+    data = buffer.getvalue()
+    return {"env_id": env_id, "tar": data, "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def unpack_artifacts(pack: dict[str, Any], folder: Path) -> None:
+    """A saver's `pack` into `folder`, read-only, once its digest matches. The `data` filter
+    refuses what a measured environment could have planted in its folder to reach outside it
+    (absolute paths, links out, devices)."""
+    digest = hashlib.sha256(pack["tar"]).hexdigest()
+    if digest != pack["sha256"]:
+        raise ValueError(
+            f"the artifacts of {pack['env_id']} arrived with sha256 {digest}, not the "
+            f"{pack['sha256']} they were packed with"
+        )
+    folder.mkdir(parents=True)
+    with tarfile.open(fileobj=io.BytesIO(pack["tar"])) as tar:
+        tar.extractall(folder, filter="data")
+    for path in [*folder.rglob("*"), folder]:
+        if not path.is_symlink():  # a link inside the folder: its target is in the list
+            path.chmod(0o555 if path.is_dir() else 0o444)
+
+
+def _remove(folder: Path) -> None:
+    """Remove `folder`, its read-only unpacked artifacts included (a folder without write
+    permission keeps its files from anyone but root)."""
+    for path in folder.rglob("*") if folder.is_dir() else ():
+        if path.is_dir() and not path.is_symlink():
+            with contextlib.suppress(OSError):
+                path.chmod(0o755)
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def _end(code: int, run_dir: Path, env_id: str, console: Path, rewrite: _Rewrite) -> dict[str, Any]:
@@ -289,8 +354,8 @@ def main() -> int:
                 reclaimed = backend.reclaim()
                 if reclaimed:
                     console.print(reclaimed)
-                plan = RunPlan(config=config, run_id=spec.run_id)
-                (outcome,) = Sweep(plan, backend, [spec.environment()], [], console).run()
+                run = spec.matrix_run(config)
+                (outcome,) = Sweep(run, backend, [spec.environment()], [], console).run()
     except MatrixError as exc:
         console.print(f"error: {exc}")
         return int(exc.exit_code)

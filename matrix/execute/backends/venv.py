@@ -18,7 +18,7 @@ from typing import IO
 from matrix.build.venvs import VenvResult, ensure_venv
 from matrix.execute.backends import Backend, Prepared, skip_gpu
 from matrix.execute.backends.local import HarnessProcess, launch_harness
-from matrix.execute.run_plan import RunPlan
+from matrix.execute.matrix_run import MatrixRun
 from matrix.plan.config import MatrixConfig
 from matrix.plan.environments import Environment, Skipped, expand
 from matrix.plan.inputs import check_folder
@@ -69,11 +69,11 @@ class VenvBackend(Backend):
         self._venvs[env.id] = venv
         return Prepared(env, str(venv.path), venv.built, venv.seconds)
 
-    def launch(self, plan: RunPlan, ready: Prepared, log: IO[bytes]) -> HarnessProcess:
+    def launch(self, run: MatrixRun, ready: Prepared, log: IO[bytes]) -> HarnessProcess:
         venv = self._venvs[ready.env.id]
         environ = dict(os.environ) | dict(ready.env.env_vars)
         environ["PYTHONPATH"] = str(venv.harness_path)
         environ.pop("PYTHONHOME", None)
-        cache = plan.artifact_cache(f"venv:{venv.path.absolute()}")
-        args = plan.harness_args(ready.env.id, artifact_cache=str(cache.absolute()))
+        cache = run.artifact_cache(f"venv:{venv.path.absolute()}")
+        args = run.harness_args(ready.env.id, artifact_cache=str(cache.absolute()))
         return launch_harness(str(venv.python), args, log, environ)

@@ -1,7 +1,7 @@
 """One run of a matrix: its id, where its records go, and the harness command line for it.
 
-The plan is the only place that turns a validated config into harness arguments, through the
-run specification the harness defines (`harness.contract.RunSpec`), so the two cannot differ.
+`MatrixRun` is the only place that turns a validated config into harness arguments, through
+the run specification the harness defines (`harness.contract.RunSpec`), so the two cannot differ.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def new_run_id(now: datetime | None = None) -> str:
     return f"{now:%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
 
 
-def plan_run(config: MatrixConfig, run_id: str | None, resume: str | None) -> RunPlan:
+def choose_run(config: MatrixConfig, run_id: str | None, resume: str | None) -> MatrixRun:
     """The run's id, chosen before anything runs (the run lock names it): `--resume`'s, which
     must exist; `--run-id`, a folder name; or a new one."""
     if run_id and resume:
@@ -40,14 +40,14 @@ def plan_run(config: MatrixConfig, run_id: str | None, resume: str | None) -> Ru
         if value is not None:
             check_run_id(flag, value)  # a folder name: never `..`, a path or a flag
     check_folder("results_dir", config.results_dir)
-    plan = RunPlan(config=config, run_id=resume or run_id or new_run_id())
-    if resume and not plan.run_dir.is_dir():
+    run = MatrixRun(config=config, run_id=resume or run_id or new_run_id())
+    if resume and not run.run_dir.is_dir():
         raise ConfigError(f"--resume: no run {resume!r} under {config.results_dir}/")
-    return plan
+    return run
 
 
 @dataclass(frozen=True)
-class RunPlan:
+class MatrixRun:
     """What to run and where its output lands: `<results_dir>/<run_id>/`."""
 
     config: MatrixConfig
@@ -120,7 +120,7 @@ class RunPlan:
         seen: Mapping[str, str] | None = None,
         artifact_cache: str = "",
     ) -> list[str]:
-        """Arguments after `python -m harness` that run this plan in environment `env_id`.
+        """Arguments after `python -m harness` for this run in environment `env_id`.
 
         `out` and `work` are the records and artifact folders as the harness sees them (inside
         a container they are mount points); by default the run folder on this machine. `seen`
