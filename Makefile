@@ -55,8 +55,11 @@ $(BIN)/python:
 	  $(SUDO) apt-get update && $(SUDO) apt-get install -y python3-venv && \
 	  $(PYTHON) -m venv $(VENV); }
 
+# uv (a dependency anyway: it builds the venv backend's environments) installs in half pip's
+# time; --compile-bytecode as pip does, so no measured import compiles TensorFlow's sources.
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -e '.[tf,test,ray]'
+	$(BIN)/python -m pip install -q uv
+	$(BIN)/uv pip install --python $(BIN)/python --compile-bytecode -e '.[tf,test,ray]'
 	touch $@
 
 # Keeps .venv (TensorFlow is a large download) and results/ (measurements); remove those by hand.
