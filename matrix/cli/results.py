@@ -141,8 +141,7 @@ def compare(
         ),
     ] = False,
 ) -> None:
-    """Compare every cell measured in both runs; exit 1 if one got slower, or a cross-load
-    pair broke (for CI gating).
+    """Compare every cell of two runs; exit 1 if one got slower or a cross-load pair broke.
 
     A cell is flagged only when its median load time changed by more than the threshold AND
     the change is significant (Welch's t-test on log load times; Benjamini-Hochberg at alpha
