@@ -28,13 +28,6 @@ from matrix.plan.environments import Environment, Skipped
 from matrix.results.reader import CROSSLOAD_DIR, read_jsonl
 
 SAVERS_FILE = "saved-by.json"  # in a loader's folder: the harness's `--saved-by`
-ARTIFACTS_DIR = "artifacts"  # in a run folder: a harness's artifacts when given no `--work`
-
-
-def artifacts_folder(run: MatrixRun, env_id: str) -> Path:
-    """`<run>/artifacts/<env_id>`: where the harness of `env_id` saves its artifacts on this
-    machine when given no `--work` (harness.runner), and where a loader reads them."""
-    return run.config.results_dir / run.run_id / ARTIFACTS_DIR / env_id
 
 
 @dataclass(frozen=True)
@@ -45,6 +38,9 @@ class CrossLoadStep(MatrixRun):
     others', so the times of a grid's column were measured alike (its diagonal)."""
 
     savers: tuple[dict[str, Any], ...] = ()
+    # The savers' artifacts were brought to this machine for this loader alone (Ray: from the
+    # savers' nodes), so a docker loader mounts its own copies, not the savers' volumes.
+    received: bool = False
 
     @property
     def run_dir(self) -> Path:
@@ -66,7 +62,7 @@ class CrossLoadStep(MatrixRun):
         folder of the run, `<run>/artifacts/<saver>`. A cross-load saves nothing: no
         `artifact_cache`."""
         out = out or str(self.run_dir.absolute())
-        work = work or str(artifacts_folder(self, env_id).parent.absolute())
+        work = work or str(self.artifacts_dir(env_id).parent.absolute())
         args = super().harness_args(env_id, out, work, seen)
         folder = self.env_dir(env_id)
         folder.mkdir(parents=True, exist_ok=True)

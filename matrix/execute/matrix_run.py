@@ -23,6 +23,7 @@ from matrix.plan.inputs import check_folder, check_run_id
 
 MODEL_OPTIONS = "model-options.json"  # in the environment's folder: the harness --model-options
 ARTIFACT_CACHE = ".artifact-cache"  # in the results folder: one subfolder per environment
+ARTIFACTS_DIR = "artifacts"  # in a run folder: a harness's artifacts when given no `--work`
 
 
 def new_run_id(now: datetime | None = None) -> str:
@@ -76,6 +77,11 @@ class MatrixRun:
         )
         folder.mkdir(parents=True, exist_ok=True)
         return folder
+
+    def artifacts_dir(self, env_id: str) -> Path:
+        """`<run>/artifacts/<env_id>`: where the harness of `env_id` saves its artifacts on this
+        machine when given no `--work` (harness.runner), and where a loader reads them."""
+        return self.config.results_dir / self.run_id / ARTIFACTS_DIR / env_id
 
     def reads_artifacts_of(self, env_id: str) -> tuple[str, ...]:
         """The environments whose artifacts the harness of `env_id` reads instead of saving its

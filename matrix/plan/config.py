@@ -55,12 +55,6 @@ _REGISTRY = re.compile(r"[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[a-z0-9]+([._-][a-z0-9]+)
 # smallest model take about an hour a cell, and a typo such as `repeats: 50000` would keep a
 # machine busy for weeks before anyone looked.
 TRIALS_LIMIT = 1000
-# A docker node keeps an environment's artifacts in its Docker volume, which does not travel
-# to the loader's node; a venv node's artifacts folder does (docs/cross-load.md).
-RAY_DOCKER_CROSS_LOAD = (
-    "the ray backend cross-loads on venv nodes only (a docker node's artifacts stay in its "
-    "volumes; docs/cross-load.md): add --node-backend venv"
-)
 
 
 _GLOB = re.compile(r"[A-Za-z0-9_.*?\[\]-]+")  # one glob over environment ids
@@ -362,8 +356,6 @@ def load_config(
             f"{_where('registry', layers)}: only --backend ray with --node-backend docker pulls "
             "images from a registry (the driver builds and pushes them); add both, or drop it"
         )
-    if config.cross_load and config.backend == "ray" and config.node_backend == "docker":
-        raise ConfigError(f"{_where('cross_load', layers)}: {RAY_DOCKER_CROSS_LOAD}")
     if config.isolation == "container" and config.backend in ("local", "venv"):
         raise ConfigError(
             f"{_where('isolation', layers)}: container needs the docker backend "

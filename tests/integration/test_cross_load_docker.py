@@ -12,7 +12,12 @@ from typing import Any
 import pytest
 import yaml
 
-from matrix.execute.backends.docker import ARTIFACTS_MOUNT, container_name, mounts
+from matrix.execute.backends.docker import (
+    ARTIFACTS_MOUNT,
+    artifact_volume,
+    container_name,
+    mounts,
+)
 from matrix.execute.crossload import CrossLoadStep
 from matrix.plan.config import load_config
 from matrix.plan.environments import expand
@@ -47,6 +52,24 @@ def test_a_loader_sees_every_saver_volume_read_only_its_own_too(tmp_path: Path) 
         seen = {"bind": f"{ARTIFACTS_MOUNT}/{env}", "mode": "ro"}
         assert binds[container_name("r1", env)] == seen
     assert all(b["mode"] == "ro" for b in binds.values() if b["bind"].startswith(ARTIFACTS_MOUNT))
+
+
+def test_loaders_of_artifacts_that_travelled_mount_copies_of_their_own(tmp_path: Path) -> None:
+    """On Ray the savers' artifacts are brought to each loader: on one engine (two nodes of a
+    machine, or two slots of a node) each loader mounts its own copies, never the savers' own
+    volumes, so one loader replacing its copies cannot pull another's from under it."""
+    config = load_config(None, {**yaml.safe_load(CROSS_YAML), "results_dir": tmp_path})
+    savers = ({"env_id": OLD}, {"env_id": NEW})
+    run = CrossLoadStep(config=config, run_id="r1", savers=savers, received=True)
+    seen: dict[str, set[str]] = {}
+    for loader in (e for e in expand(config)[0] if e.id in (OLD, NEW)):
+        binds = mounts(loader, run)
+        seen[loader.id] = {
+            name for name, b in binds.items() if b["bind"].startswith(ARTIFACTS_MOUNT)
+        }
+        assert seen[loader.id] == {artifact_volume(run, saver, loader.id) for saver in (OLD, NEW)}
+    assert not seen[OLD] & seen[NEW]
+    assert not seen[OLD] & {container_name("r1", OLD), container_name("r1", NEW)}
 
 
 @pytest.fixture(scope="module")

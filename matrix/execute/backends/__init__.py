@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, ClassVar
+from typing import IO, TYPE_CHECKING, Any, ClassVar
 
 from rich.console import Console
 from rich.markup import escape
@@ -23,6 +23,9 @@ from matrix.errors import ConfigError, EnvironmentFailure
 from matrix.execute.matrix_run import MatrixRun
 from matrix.plan.config import MatrixConfig
 from matrix.plan.environments import Environment, Skipped
+
+if TYPE_CHECKING:  # the docker SDK is imported by the docker and ray backends alone
+    from matrix.build.images import ImageResult
 
 # name -> "module:class", imported only when chosen: the docker SDK or Ray load for their own
 # backend alone, and `matrix` starts without either.
@@ -43,6 +46,15 @@ class Prepared:
     built: bool = False  # made now; False when found by content, or when nothing is made
     seconds: float = 0.0
     reason: str = ""  # one line, when preparing failed: the environment is `build-failed`
+
+
+def prepared_image(env: Environment, image: ImageResult, from_registry: bool = False) -> Prepared:
+    """`env` made ready as `image`, or why not: a failed build says so; a failed pull or push
+    (`from_registry`) already names the registry."""
+    if image.status == "ok":
+        return Prepared(env, image.tag, image.built, image.seconds)
+    reason = image.reason if from_registry else f"image build failed: {image.reason}"
+    return Prepared(env, image.tag, image.built, image.seconds, reason)
 
 
 @dataclass
@@ -139,6 +151,24 @@ class Backend(abc.ABC):
     def cleanup(self, run_id: str) -> str:
         """After Ctrl-C, every harness released: remove what the run still left; says what."""
         return ""
+
+    # A cross-load across machines (Ray) sends each saver's artifacts from where it ran to
+    # where each loader runs: these say where a backend keeps them on this machine.
+
+    def saved_artifacts(self, run: MatrixRun, env_id: str) -> Path | None:
+        """The folder on this machine holding what `env_id` saved in `run` (None: nothing)."""
+        folder = run.artifacts_dir(env_id)
+        return folder if folder.is_dir() else None
+
+    def artifacts_copy(self, run: MatrixRun, loader: str, saver: str) -> Path:
+        """Where `saver`'s artifacts, brought from another machine, are put for `loader`'s
+        harness to read: a folder not there yet, or empty. Here, in the loader's own results
+        folder, which goes with it."""
+        return run.artifacts_dir(saver)
+
+    def drop_artifacts_copies(self, run: MatrixRun, loader: str) -> None:  # noqa: B027
+        """Once `loader`'s harness is done: remove what `artifacts_copy` made outside its
+        results folder."""
 
 
 def backend_class(name: str) -> type[Backend]:

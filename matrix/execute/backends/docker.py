@@ -34,8 +34,10 @@ from harness.catalog import parse_model
 from harness.hostcalls import CALLS_DIR_ENV, SERVES_ENV, Handler, serve_host_calls
 from harness.records import open_regular
 from matrix.build.dockerfile import HARNESS_UID
+from matrix.errors import EnvironmentFailure
 from matrix.execute import hostdrop
-from matrix.execute.backends import Backend, Harness, Prepared, skip_gpu
+from matrix.execute.backends import Backend, Harness, Prepared, prepared_image, skip_gpu
+from matrix.execute.crossload import CrossLoadStep
 from matrix.execute.lock import holder_token
 from matrix.execute.matrix_run import MatrixRun
 from matrix.execute.stopping import remove_dead_runs_containers
@@ -62,6 +64,27 @@ NO_GPU_RUNTIME = (
 def container_name(run_id: str, env_id: str) -> str:
     """Docker names allow [a-zA-Z0-9_.-]; env ids already fit, this keeps it certain."""
     return re.sub(r"[^a-zA-Z0-9_.-]", "_", f"tflm-{run_id}-{env_id}")
+
+
+def artifact_volume(run: MatrixRun, env_id: str, loader: str = "") -> str:
+    """The Docker volume with `env_id`'s artifacts: its own, named as its container is, or,
+    for a `loader` whose savers' artifacts were brought from other machines (Ray), the
+    loader's own copy of them, which two loaders on one engine never share."""
+    if loader and isinstance(run, CrossLoadStep) and run.received:
+        return container_name(run.run_id, f"{loader}-from-{env_id}")
+    return container_name(run.run_id, env_id)
+
+
+def volume_folder(volume: Any) -> Path:
+    """Where a volume's files are on this machine: the engine's own folder for it, which only
+    an engine running here has (a Ray node's docker backend talks to its own engine)."""
+    folder = Path(volume.attrs["Mountpoint"])
+    if not folder.is_dir():
+        raise EnvironmentFailure(
+            f"Docker volume {volume.name} is at {folder} on the Docker host, not on this "
+            "machine: a node that cross-loads must run its own Docker engine (docs/ray.md)"
+        )
+    return folder
 
 
 def host_calls_dir(run: MatrixRun, env_id: str) -> Path:
@@ -118,12 +141,12 @@ def mounts(env: Environment, run: MatrixRun, tag: str = "") -> dict[str, dict[st
     }
     savers = run.reads_artifacts_of(env.id)
     for saver in savers:  # a cross-load: every saver's volume, read-only, and none of its own
-        binds[container_name(run.run_id, saver)] = {
+        binds[artifact_volume(run, saver, env.id)] = {
             "bind": f"{ARTIFACTS_MOUNT}/{saver}",
             "mode": "ro",
         }
     if not savers:
-        binds[container_name(run.run_id, env.id)] = {"bind": ARTIFACTS_MOUNT, "mode": "rw"}
+        binds[artifact_volume(run, env.id)] = {"bind": ARTIFACTS_MOUNT, "mode": "rw"}
         if tag:
             cache = run.artifact_cache(f"docker:{tag}").absolute()
             binds[str(cache)] = {"bind": ARTIFACT_CACHE_MOUNT, "mode": "rw"}
@@ -351,14 +374,11 @@ class DockerBackend(Backend):
         from matrix.build.images import ensure_image, pull_image
 
         if env.id in self._pulls:
-            image = pull_image(self._client, env, self._pulls[env.id], log)
-        else:
-            image = ensure_image(self._client, env, self._build_root, log, on_line=on_line)
-        if image.status != "ok":
-            pulled = env.id in self._pulls  # its reason names the registry already
-            reason = image.reason if pulled else f"image build failed: {image.reason}"
-            return Prepared(env, image.tag, False, image.seconds, reason)
-        return Prepared(env, image.tag, image.built, image.seconds)
+            pulled = pull_image(self._client, env, self._pulls[env.id], log)
+            return prepared_image(env, pulled, from_registry=True)
+        return prepared_image(
+            env, ensure_image(self._client, env, self._build_root, log, on_line=on_line)
+        )
 
     def launch(self, run: MatrixRun, ready: Prepared, log: IO[bytes]) -> ContainerHarness:
         env, tag = ready.env, ready.ref
@@ -374,6 +394,25 @@ class DockerBackend(Backend):
 
     def cleanup(self, run_id: str) -> str:
         return f"removed {remove_run_containers(self._client, run_id)} container(s)"
+
+    def saved_artifacts(self, run: MatrixRun, env_id: str) -> Path | None:
+        try:
+            volume = self._client.volumes.get(artifact_volume(run, env_id))
+        except NotFound:
+            return None
+        return volume_folder(volume)
+
+    def artifacts_copy(self, run: MatrixRun, loader: str, saver: str) -> Path:
+        """A new volume (an earlier attempt's copy of the same name goes first)."""
+        name = artifact_volume(run, saver, loader)
+        with contextlib.suppress(NotFound):
+            self._client.volumes.get(name).remove(force=True)
+        return volume_folder(self._client.volumes.create(name))
+
+    def drop_artifacts_copies(self, run: MatrixRun, loader: str) -> None:
+        for saver in run.reads_artifacts_of(loader):
+            with contextlib.suppress(NotFound):
+                self._client.volumes.get(artifact_volume(run, saver, loader)).remove(force=True)
 
     def _services(self, run: MatrixRun, env: Environment, tag: str) -> dict[str, Handler]:
         """What the harness container may ask of this host: page-cache drops (when the host

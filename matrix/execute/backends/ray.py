@@ -26,12 +26,12 @@ import ray
 from ray import exceptions as ray_errors
 
 from harness.records import open_regular
-from matrix.errors import ConfigError, EnvironmentFailure
-from matrix.execute.backends import Backend, Ended, Harness, Prepared, ray_node
+from matrix.errors import EnvironmentFailure
+from matrix.execute.backends import Backend, Ended, Harness, Prepared, prepared_image, ray_node
 from matrix.execute.backends.ray_node import NodeSpec, tool_version
 from matrix.execute.crossload import CrossLoadStep
 from matrix.execute.matrix_run import MatrixRun
-from matrix.plan.config import RAY_DOCKER_CROSS_LOAD, MatrixConfig
+from matrix.plan.config import MatrixConfig
 from matrix.plan.environments import Environment, Skipped, expand
 
 SLOT = "tf_load_matrix"  # the custom resource of a measurement slot
@@ -245,11 +245,6 @@ class RayBackend(Backend):
         other = other_code(surveyed, {before, tool_version()})
         if other:
             raise EnvironmentFailure(mismatch(other[0]))
-        docker = [node for node in surveyed if node.survey.get("backend") == "docker"]
-        if config.cross_load and docker:
-            raise ConfigError(
-                f"--cross-load: node {docker[0].name} measures with docker: {RAY_DOCKER_CROSS_LOAD}"
-            )
         return cls(config, build_root.absolute(), surveyed, client)
 
     def environments(self, config: MatrixConfig) -> tuple[list[Environment], list[Skipped]]:
@@ -279,10 +274,9 @@ class RayBackend(Backend):
 
         image = ensure_image(self._client, env, self._build_root, log, on_line=on_line)
         if image.status != "ok":
-            reason = f"image build failed: {image.reason}"
-            return Prepared(env, image.tag, False, image.seconds, reason)
+            return prepared_image(env, image)
         pushed = push_image(self._client, image, self._config.registry, log)
-        return Prepared(env, pushed.tag, pushed.built, pushed.seconds, pushed.reason)
+        return prepared_image(env, pushed, from_registry=True)
 
     def launch(self, run: MatrixRun, ready: Prepared, log: IO[bytes]) -> RayHarness:
         env = ready.env

@@ -34,7 +34,7 @@ import matrix
 from harness.lifetime import die_with_parent
 from matrix.errors import ExitCode, MatrixError
 from matrix.execute.backends import Backend, create_backend
-from matrix.execute.crossload import CrossLoadStep, artifacts_folder
+from matrix.execute.crossload import CrossLoadStep
 from matrix.execute.matrix_run import MatrixRun
 from matrix.plan.config import MatrixConfig
 from matrix.plan.environments import Environment
@@ -77,8 +77,9 @@ class NodeSpec:
     def matrix_run(self, config: MatrixConfig) -> MatrixRun:
         """The run as the node's `matrix` measures it: the environment's own, or a loader's
         step of the cross-load (records under `crossload/`)."""
-        if self.savers:
-            return CrossLoadStep(config=config, run_id=self.run_id, savers=tuple(self.savers))
+        if self.savers:  # every saver's artifacts are brought here (`stream`)
+            savers = tuple(self.savers)
+            return CrossLoadStep(config=config, run_id=self.run_id, savers=savers, received=True)
         return MatrixRun(config=config, run_id=self.run_id)
 
 
@@ -171,11 +172,14 @@ def stream(
     workdir.mkdir(parents=True)
     env_id = spec.environment().id
     run = spec.matrix_run(node_matrix(spec.config, workdir))
+    # where this node's backend keeps artifacts: a saver's to send, a loader's copies
+    keeper = node_backend(run.config, Path(spec.build_root)) if run.config.cross_load else None
     try:
         for pack in packs:
-            unpack_artifacts(pack, artifacts_folder(run, pack["env_id"]))
+            assert keeper is not None  # only a cross-load has packs
+            unpack_artifacts(pack, keeper.artifacts_copy(run, env_id, pack["env_id"]))
     except BaseException:
-        _remove(workdir)
+        _drop(keeper, run, env_id, workdir)
         raise
     run_dir = run.run_dir
     records = _Tail(run_dir / f"{env_id}.jsonl", whole_lines=True)
@@ -208,13 +212,13 @@ def stream(
                 yield item
             if code is not None:
                 break
-        saved = artifacts_folder(run, env_id)
-        if spec.config.get("cross_load") and not spec.savers and saved.is_dir():
+        saved = keeper.saved_artifacts(run, env_id) if keeper and not spec.savers else None
+        if saved is not None:
             yield {"artifacts": pack_artifacts(saved, env_id)}
         yield {"end": _end(code, run_dir, env_id, console, rewrite)}
     finally:
         _stop(child)
-        _remove(workdir)
+        _drop(keeper, run, env_id, workdir)
         with contextlib.suppress(OSError):  # the run's folder, once its last attempt is gone
             workdir.parent.rmdir()
 
@@ -240,12 +244,19 @@ def unpack_artifacts(pack: dict[str, Any], folder: Path) -> None:
             f"the artifacts of {pack['env_id']} arrived with sha256 {digest}, not the "
             f"{pack['sha256']} they were packed with"
         )
-    folder.mkdir(parents=True)
+    folder.mkdir(parents=True, exist_ok=True)  # a docker volume's folder is there, empty
     with tarfile.open(fileobj=io.BytesIO(pack["tar"])) as tar:
         tar.extractall(folder, filter="data")
     for path in [*folder.rglob("*"), folder]:
         if not path.is_symlink():  # a link inside the folder: its target is in the list
             path.chmod(0o555 if path.is_dir() else 0o444)
+
+
+def _drop(keeper: Backend | None, run: MatrixRun, env_id: str, workdir: Path) -> None:
+    """Remove the attempt's folder and the artifact copies its backend made elsewhere."""
+    if keeper is not None and isinstance(run, CrossLoadStep):
+        keeper.drop_artifacts_copies(run, env_id)
+    _remove(workdir)
 
 
 def _remove(folder: Path) -> None:
