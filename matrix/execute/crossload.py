@@ -25,9 +25,7 @@ from matrix.execute.backends import Backend
 from matrix.execute.matrix_run import MatrixRun
 from matrix.execute.sweep import FINISHED, EnvOutcome, Sweep
 from matrix.plan.environments import Environment, Skipped
-from matrix.results.reader import CROSSLOAD_DIR, read_jsonl
-
-SAVERS_FILE = "saved-by.json"  # in a loader's folder: the harness's `--saved-by`
+from matrix.results.reader import CROSSLOAD_DIR, SAVERS_FILE, read_jsonl
 
 
 @dataclass(frozen=True)
@@ -64,10 +62,18 @@ class CrossLoadStep(MatrixRun):
         out = out or str(self.run_dir.absolute())
         work = work or str(self.artifacts_dir(env_id).parent.absolute())
         args = super().harness_args(env_id, out, work, seen)
+        given = self.give_savers(env_id)
+        return ["crossload", *args[1:], "--saved-by", f"{out}/{given.parent.name}/{given.name}"]
+
+    def give_savers(self, env_id: str) -> Path:
+        """Write the savers into the loader's folder (its harness's `--saved-by`): also the
+        host's account of whom it gave the loader, which reading its records holds them to
+        (`matrix.results.dataset`), so the orchestrating machine writes it even where the
+        harness runs elsewhere (Ray)."""
         folder = self.env_dir(env_id)
         folder.mkdir(parents=True, exist_ok=True)
         dump_json(str(folder / SAVERS_FILE), {"savers": list(self.savers)})
-        return ["crossload", *args[1:], "--saved-by", f"{out}/{folder.name}/{SAVERS_FILE}"]
+        return folder / SAVERS_FILE
 
 
 def loaders_selected(env_id: str, globs: str) -> bool:
@@ -150,4 +156,6 @@ def cross_load(
         f"{len(savers)} environment(s), records in {escape(str(run.run_dir / CROSSLOAD_DIR))}/"
     )
     cross = CrossLoadStep(config=run.config, run_id=run.run_id, savers=savers)
+    for env in loaders:
+        cross.give_savers(env.id)
     return Sweep(cross, backend, loaders, refused, console).run()

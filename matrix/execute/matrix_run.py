@@ -20,6 +20,7 @@ from harness.records import dump_json
 from matrix.errors import ConfigError
 from matrix.plan.config import MatrixConfig
 from matrix.plan.inputs import check_folder, check_run_id
+from matrix.results.reader import ENV_DIR_PREFIX
 
 MODEL_OPTIONS = "model-options.json"  # in the environment's folder: the harness --model-options
 ARTIFACT_CACHE = ".artifact-cache"  # in the results folder: one subfolder per environment
@@ -63,7 +64,7 @@ class MatrixRun:
         (the start gate, the model options). A container sees it read-only, so the host writes
         there where no container can have put a name first. Named after the gate, which came
         first; the model options stay in it after the run, a record of what the harness got."""
-        return self.run_dir / f".gate-{env_id}"
+        return self.run_dir / f"{ENV_DIR_PREFIX}{env_id}"
 
     def artifact_cache(self, identity: str) -> Path:
         """The artifact cache folder of the environment made of `identity` (an image's tag, a

@@ -23,7 +23,15 @@ import pandas as pd
 from harness.contract import NESTED, fields_of, upgrade
 from harness.precision import relative_half_width
 from matrix.plan.inputs import RUN_ID
-from matrix.results.reader import CROSSLOAD_DIR, MANIFEST, Record, Records, read_jsonl
+from matrix.results.reader import (
+    CROSSLOAD_DIR,
+    ENV_DIR_PREFIX,
+    MANIFEST,
+    SAVERS_FILE,
+    Record,
+    Records,
+    read_jsonl,
+)
 
 CELL = ["run_id", "env_id", "model", "format", "cache_mode"]
 ARTIFACT = ["run_id", "env_id", "model", "format"]
@@ -126,7 +134,7 @@ def load_runs(run_dirs: Iterable[Path]) -> Dataset:
     files = {run_dir: sorted(run_dir.glob("*.jsonl")) for run_dir in dirs}
     with _paused_gc():
         ds = _load(files)
-        cross = [_read_own(path, d.name, ds.problems) for d in dirs for path in _cross_files(d)]
+        cross = [_read_cross(path, d.name, ds.problems) for d in dirs for path in _cross_files(d)]
     ds.crossloads = _crossloads(
         [r for found in cross for r in found.records], [s for f in cross for s in f.sources]
     )
@@ -144,6 +152,36 @@ def _read_own(path: Path, run_id: str, problems: list[str]) -> Records:
     for record in found.records:
         record.setdefault("run_id", run_id)
     return found
+
+
+def _read_cross(path: Path, run_id: str, problems: list[str]) -> Records:
+    """A loader's cross-load records, each `saved_by` replaced by the host's own account of that
+    saver: the `--saved-by` file the host gave the loader. The records were written where the
+    savers' files were loaded, so one naming a saver the host did not give it is left out and
+    counted in `problems`: a loader cannot claim a pair, nor a saver's TF version."""
+    found = _read_own(path, run_id, problems)
+    try:
+        given = json.loads((path.parent / f"{ENV_DIR_PREFIX}{path.stem}" / SAVERS_FILE).read_text())
+        savers = {s["env_id"]: s for s in given["savers"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        savers = {}
+    kept = Records()
+    forged = 0
+    for record, source in zip(found.records, found.sources):
+        if "saved_by" in record:
+            said = record["saved_by"]
+            saver = savers.get(said.get("env_id")) if isinstance(said, dict) else None
+            if saver is None:
+                forged += 1
+                continue
+            record["saved_by"] = {key: saver.get(key) for key in NESTED["saved_by"]}
+        kept.records.append(record)
+        kept.sources.append(source)
+    if forged:
+        problems.append(
+            f"{path}: skipped {forged} record(s) naming a saver not in the host's {SAVERS_FILE}"
+        )
+    return kept
 
 
 def _crossloads(records: list[Record], sources: list[str]) -> pd.DataFrame:

@@ -29,6 +29,10 @@ MANIFEST = "manifest.json"
 # The cross-load step's folder in a run (docs/cross-load.md): its own `<loader env>.jsonl` and
 # manifest, apart from the environments' own records.
 CROSSLOAD_DIR = "crossload"
+# A run folder's folder per environment, `.gate-<env_id>`: what the host gave its harness to
+# read, such as a cross-load loader's SAVERS_FILE (the harness's `--saved-by`).
+ENV_DIR_PREFIX = ".gate-"
+SAVERS_FILE = "saved-by.json"
 # The longest line read as a record. The harness writes well under 64 KiB (a failure's reason
 # keeps only the tail of stderr); a longer line is skipped, and read in chunks of this size.
 MAX_LINE_BYTES = 1 << 20

@@ -34,6 +34,7 @@ from matrix.execute.backends.ray_local import LocalCluster
 from matrix.plan.config import load_config
 from matrix.plan.environments import expand
 from matrix.plan.pythons import find_pythons
+from matrix.results.dataset import load_runs
 from matrix.results.reader import read_jsonl
 from tests.integration.docker_matrix import MATRIX_YAML, matrix, records
 
@@ -231,6 +232,14 @@ def test_cross_load_carries_the_artifacts_to_each_loader_s_node(
     assert loads[new, old]["status"] == "incompatible", loads[new, old]
     assert "batch_shape" in loads[new, old]["reason"]
     assert not (cluster.build_root / "ray-runs" / "ray-cross").exists()
+    _assert_read_as_given(run_dir, len(loads))
+
+
+def _assert_read_as_given(run_dir: Path, trials: int) -> None:
+    """The driver wrote whom it gave each loader, so the report reads every streamed trial."""
+    ds = load_runs([run_dir])
+    assert len(ds.crossloads[ds.crossloads["kind"] == "trial"]) == trials, ds.problems
+    assert not [p for p in ds.problems if "saver" in p], ds.problems
 
 
 def test_docker_nodes_cross_load_from_copies_of_each_saver_s_volume(
@@ -280,6 +289,7 @@ def test_docker_nodes_cross_load_from_copies_of_each_saver_s_volume(
     assert keras2_in_keras3["container_id"], keras2_in_keras3  # in the loader's container
     assert loads[new, old]["status"] == "incompatible", loads[new, old]
     assert "batch_shape" in loads[new, old]["reason"]
+    _assert_read_as_given(run_dir, len(loads))
 
 
 def test_doctor_lists_the_nodes_and_where_each_environment_can_run(

@@ -75,7 +75,36 @@ def _run(root: Path, run_id: str, cross: list[dict[str, Any]], fmt: str = "h5") 
         mine = [{**r, "run_id": run_id} for r in cross if r["env_id"] == env]
         if mine:
             write_jsonl(folder / "crossload" / f"{env}.jsonl", mine)
+            given = folder / "crossload" / f".gate-{env}"  # the host's `--saved-by` file
+            given.mkdir()
+            savers = [{**_saved_by(saver), "saved": {}} for saver in (OLD, NEW)]
+            (given / "saved-by.json").write_text(json.dumps({"savers": savers}))
     return folder
+
+
+def test_saved_by_is_the_host_s_account_and_a_saver_it_did_not_give_is_left_out(
+    tmp_path: Path,
+) -> None:
+    """The loader's records were written where a saver's files ran: its `saved_by` counts only
+    as a pointer into the savers the host gave it, whose account replaces what it says."""
+    claimed = {**_saved_by(OLD), "tensorflow": "2.21.0", "keras_impl": "keras3"}
+    honest = _cross(NEW, OLD, "h5", "keras.models.load_model", "ok")
+    stranger = {**_saved_by(OLD), "env_id": "tf2.99-py3.11-cpu"}
+    ds = load_runs(
+        [
+            _run(
+                tmp_path,
+                "20261201-010000-aaaa",
+                [{**honest, "saved_by": claimed}, {**honest, "saved_by": stranger}],
+            )
+        ]
+    )
+    (row,) = ds.crossloads.to_dict("records")
+    assert (row["saved_by_env_id"], row["saved_by_tensorflow"]) == (OLD, "2.12.1")
+    assert row["saved_by_keras_impl"] == "keras2"
+    assert any(
+        "1 record(s) naming a saver not in the host's saved-by.json" in p for p in ds.problems
+    )
 
 
 def _refused_then_fallback() -> list[dict[str, Any]]:

@@ -77,12 +77,14 @@ def artifact_volume(run: MatrixRun, env_id: str, loader: str = "") -> str:
 
 def volume_folder(volume: Any) -> Path:
     """Where a volume's files are on this machine: the engine's own folder for it, which only
-    an engine running here has (a Ray node's docker backend talks to its own engine)."""
+    an engine running here has (a Ray node's docker backend talks to its own engine), and only
+    root may enter."""
     folder = Path(volume.attrs["Mountpoint"])
     if not folder.is_dir():
         raise EnvironmentFailure(
-            f"Docker volume {volume.name} is at {folder} on the Docker host, not on this "
-            "machine: a node that cross-loads must run its own Docker engine (docs/ray.md)"
+            f"Docker volume {volume.name} is at {folder}, which this process cannot reach: a "
+            "docker node that cross-loads runs `ray start` as root beside its own Docker "
+            "engine (docs/ray.md)"
         )
     return folder
 
