@@ -6,6 +6,7 @@ Shared by tests/unit and tests/integration.
 from __future__ import annotations
 
 import json
+import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,14 @@ from harness.catalog import SCHEMA_VERSION
 
 ENV_ID = "local-tf2.21-py3.11-cpu"
 RUN_ID = "20261127-183000-ab12"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Ctrl-C as a user's terminal delivers it. A test run started in the background of a
+    non-interactive shell (`cmd &`, `nohup`) begins with SIGINT ignored, which Python keeps and
+    every process a test starts inherits: each Ctrl-C test would then wait forever."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def make_record(kind: str, **fields: Any) -> dict[str, Any]:
