@@ -130,16 +130,22 @@ def test_every_trial_warms_and_proves_its_runtimes_libraries(tiny_run):
 
 
 def test_a_cold_load_shows_it_read_its_artifact_and_a_warm_one_does_not(tiny_run):
-    """The in-process proof: bytes read from storage across the load (/proc/self/io)."""
+    """The in-process proof: bytes read from storage across the load (/proc/self/io). A load
+    may also fault in a page of a library now and then (a warm TFLite load of this 41 kB
+    model once read 192 kB of them), so the warm side is held to its artifact's residency
+    and, together, to far less than the cold-model loads of the same artifacts read."""
     sizes = {r["format"]: r["bytes"] for r in of_kind(tiny_run, "artifact") if r["status"] == "ok"}
+    read = {"cold-model": 0, "warm": 0}
     for r in _measured(tiny_run):
         if r["status"] != "ok":
             continue
         if r["cache_mode"] == "cold-model":
             assert r["load_read_bytes"] >= COLD_MIN_READ_FRACTION * sizes[r["format"]], r
         else:
-            assert r["load_read_bytes"] < COLD_MIN_READ_FRACTION * sizes[r["format"]], r
+            assert r["resident_before"] == 1.0, r
+        read[r["cache_mode"]] += r["load_read_bytes"]
         assert r["load_major_faults"] >= 0
+    assert read["warm"] < COLD_MIN_READ_FRACTION * read["cold-model"], read
     # TFLite maps its file: a cold load takes major page faults to read it.
     mapped = [
         r
