@@ -253,8 +253,9 @@ def unpack_artifacts(pack: dict[str, Any], folder: Path) -> None:
 
 
 def _drop(keeper: Backend | None, run: MatrixRun, env_id: str, workdir: Path) -> None:
-    """Remove the attempt's folder and the artifact copies its backend made elsewhere."""
-    if keeper is not None and isinstance(run, CrossLoadStep):
+    """Remove the attempt's folder and the artifact copies its backend made elsewhere (a
+    saver's run reads no one's artifacts: none)."""
+    if keeper is not None:
         keeper.drop_artifacts_copies(run, env_id)
     _remove(workdir)
 
