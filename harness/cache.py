@@ -124,6 +124,24 @@ def read_all(files: Iterable[str]) -> int:
     return done
 
 
+def read_in(files: Iterable[str]) -> float:
+    """Read every file not wholly in the page cache; the fraction (0–1) resident afterwards.
+
+    mincore first, so a file already resident is not read again: warming a runtime's gigabyte
+    of libraries before every trial then costs one residency pass, not a read and a pass
+    (0.27 s against 0.55 s for TensorFlow 2.21 here).
+    """
+    resident = total = 0
+    for file in files:
+        r, t = resident_pages(file)
+        if r < t:
+            read_all([file])
+            r, t = resident_pages(file)
+        resident += r
+        total += t
+    return resident / total if total else 0.0
+
+
 def drop_caches_allowed() -> bool:
     """Whether this process may drop the whole page cache (root with a writable /proc/sys).
 

@@ -1,4 +1,6 @@
-"""Children that die with their parent: no harness outlives `matrix`, no worker its harness.
+"""How harness processes end: with their parent, and without the runtime's teardown.
+
+Children that die with their parent: no harness outlives `matrix`, no worker its harness.
 
 A parent killed outright (SIGKILL, the OOM killer, a CI runner's cancel) runs no cleanup, and its
 children would run on with PPID 1: trials timed for nobody, beside the next run. Linux kills a
@@ -13,6 +15,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable
+from typing import NoReturn
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
@@ -38,3 +41,16 @@ def die_with_parent() -> Callable[[], None] | None:
             os.kill(os.getpid(), kill)
 
     return arm
+
+
+def leave(code: int) -> NoReturn:
+    """End a worker that imported TensorFlow at once, skipping the interpreter's teardown.
+
+    Finalising TensorFlow's modules and joining its thread pools takes ~1.5 s per process on a
+    2-core machine (TF 2.21: 1.4-1.7 s against 0.06 s), paid after every clock has stopped by
+    each trial and save process, and waited for by the next trial, which must not overlap it.
+    Callers have closed what they wrote (results, events, artifacts); only stdio is flushed.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(code)

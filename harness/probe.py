@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sys
 
+from harness.lifetime import leave
 from harness.runtime import (
     import_tensorflow,
     keras_safe_mode,
@@ -41,4 +42,4 @@ def facts() -> dict[str, object]:
 
 if __name__ == "__main__":
     json.dump(facts(), sys.stdout)
-    sys.exit(0)
+    leave(0)

@@ -476,8 +476,8 @@ class Run:
         return self._import_libs[target]
 
     @staticmethod
-    def _check_libs(mode: str, libs: dict[str, list[str]]) -> tuple[dict[str, float], str]:
-        """(resident fraction per package, reason the trial is invalid or "").
+    def _check_libs(mode: str, per_package: dict[str, float]) -> str:
+        """The reason the trial is invalid, or "", from the resident fraction of each package.
 
         Warm: every package must be resident, each on its own, so a small one (Keras's
         bytecode) is not hidden behind TensorFlow's gigabyte. Cold: the runtime's own package
@@ -485,9 +485,8 @@ class Run:
         and Keras are recorded but do not decide, since any process of the machine that maps
         numpy (the local orchestrator does) would otherwise make every cold trial invalid.
         """
-        per_package = {name: cache.residency(files) for name, files in libs.items()}
-        if not libs:
-            return per_package, (
+        if not per_package:
+            return (
                 "none of the runtime's library files were found, so the "
                 "import's cache state cannot be proven"
             )
@@ -501,10 +500,8 @@ class Run:
             stayed = {n: r for n, r in per_package.items() if r < cache.WARM_MIN_RESIDENT}
             what = "the runtime's libraries did not stay cached: {}"
         if not stayed:
-            return per_package, ""
-        return per_package, what.format(
-            ", ".join(f"{n} {r:.1%} resident" for n, r in stayed.items())
-        )
+            return ""
+        return what.format(", ".join(f"{n} {r:.1%} resident" for n, r in stayed.items()))
 
     def _prepare_artifact(self, mode: str, files: list[str]) -> tuple[str, float, str]:
         """Put the artifact in the claimed cache state and prove it.
@@ -647,10 +644,11 @@ class Run:
         # so none inherits the last one's state; a forked one too, as pages its zygote mapped
         # but never touched may have left the cache.
         if mode != "cold":
-            for lib_files in libs.values():
-                cache.read_all(lib_files)
+            by_package = {name: cache.read_in(lib_files) for name, lib_files in libs.items()}
         method, resident, invalid = self._prepare_artifact(mode, files)
-        by_package, libs_invalid = self._check_libs(mode, libs)
+        if mode == "cold":  # measured after the drop
+            by_package = {name: cache.residency(lib_files) for name, lib_files in libs.items()}
+        libs_invalid = self._check_libs(mode, by_package)
         sizes = {name: cache.page_count(lib_files) for name, lib_files in libs.items()}
         proof = {
             "eviction": method,

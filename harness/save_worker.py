@@ -20,6 +20,7 @@ import numpy as np
 
 from harness.catalog import ModelOptions, ModelSpec
 from harness.formats import ARTIFACTS, Unsupported
+from harness.lifetime import leave
 from harness.modelio import (
     InputError,
     Layout,
@@ -176,4 +177,4 @@ def main_in_scratch(spec_path: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main_in_scratch(sys.argv[1]))
+    leave(main_in_scratch(sys.argv[1]))

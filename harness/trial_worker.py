@@ -209,4 +209,6 @@ def main(argv: list[str], imported: Imported | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    from harness.lifetime import leave  # here: nothing extra is imported before the clocks
+
+    leave(main(sys.argv[1:]))

@@ -28,7 +28,7 @@ from collections.abc import Callable  # noqa: E402
 from typing import IO, Any  # noqa: E402
 
 from harness import trial_worker  # noqa: E402 - standard library only, no TensorFlow
-from harness.lifetime import die_with_parent  # noqa: E402
+from harness.lifetime import die_with_parent, leave  # noqa: E402
 
 ANSWER_TIMEOUT_S = 60  # for the fork itself: the zygote only forks and writes a line
 
@@ -156,4 +156,4 @@ class Zygote:
 
 
 if __name__ == "__main__":
-    sys.exit(serve(sys.argv[1]))
+    leave(serve(sys.argv[1]))

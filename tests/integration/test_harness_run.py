@@ -353,8 +353,7 @@ def test_the_harness_process_imports_no_runtime_library() -> None:
 def test_a_cold_check_without_libraries_never_proves_cold() -> None:
     from harness.runner import Run
 
-    resident, reason = Run._check_libs("cold", {})
-    assert resident == {} and "cannot be proven" in reason
+    assert "cannot be proven" in Run._check_libs("cold", {})
 
 
 def test_only_the_runtimes_own_libraries_decide_a_cold_import(tmp_path: Path) -> None:
@@ -368,11 +367,10 @@ def test_only_the_runtimes_own_libraries_decide_a_cold_import(tmp_path: Path) ->
         lib.write_bytes(os.urandom(1 << 20))
     cache.evict([str(cold_lib)])
     cache.read_all([str(warm_lib)])
-    libs = {"tensorflow": [str(cold_lib)], "numpy": [str(warm_lib)]}
-    resident, reason = Run._check_libs("cold", libs)
-    assert reason == "" and resident["tensorflow"] <= 0.01 < resident["numpy"]
-    swapped = {"tensorflow": [str(warm_lib)], "numpy": [str(cold_lib)]}
-    _, reason = Run._check_libs("cold", swapped)
+    cold, warm = cache.residency([str(cold_lib)]), cache.residency([str(warm_lib)])
+    assert cold <= 0.01 < warm
+    assert Run._check_libs("cold", {"tensorflow": cold, "numpy": warm}) == ""
+    reason = Run._check_libs("cold", {"tensorflow": warm, "numpy": cold})
     assert reason.startswith("the import was not cold: tensorflow ")
 
 

@@ -29,6 +29,24 @@ def test_warm_read_leaves_everything_resident(artifact):
     assert cache.residency(artifact) >= 0.99
 
 
+def _bytes_read_through_read_calls() -> int:
+    """rchar: every byte this process got from read(), page cache hits included."""
+    with open("/proc/self/io") as handle:
+        return next(int(line.split()[1]) for line in handle if line.startswith("rchar:"))
+
+
+def test_read_in_reads_only_files_not_wholly_resident(artifact):
+    size = os.path.getsize(artifact[0])
+    cache.evict(artifact)
+    before = _bytes_read_through_read_calls()
+    assert cache.read_in(artifact) >= 0.99
+    read = _bytes_read_through_read_calls() - before
+    assert read >= size
+    before = _bytes_read_through_read_calls()
+    assert cache.read_in(artifact) >= 0.99  # resident already: mincore says so, nothing read
+    assert _bytes_read_through_read_calls() - before < size // 16
+
+
 def test_io_floor_reads_from_an_evicted_cache(artifact):
     seconds, resident_before = cache.io_floor(artifact)
     assert resident_before <= cache.COLD_MAX_RESIDENT
