@@ -5,12 +5,17 @@ every trial a fresh process, every artifact saved, which also fills an artifact 
 `forked`, `python -m harness run --trial-process forked` (forked warm / cold-model trials
 with fresh-process controls, artifacts reused from that cache); with `--auto` also `auto`
 (`--repeats auto`). Prints wall times, each cell's median and the precision it reached, the
-verdict rule's judgement of each run's medians against `fixed`'s, and what a trial cost.
+verdict rule's judgement of each run's medians against `fixed`'s, what a trial cost, and the
+trials' own work (load, first inference, steady calls), which no process mode spares.
+With `--floor RUN_DIR` (a `matrix run`'s results folder) it prints only that floor for the run's
+environments: a round's own work from its cells' medians, at its repeats and at the fewest loads
+a median's 95 % interval needs.
 All runs use one copy of the harness, so the cache key (which hashes the harness's code) cannot
 change between them while the tree is being edited.
 
 Usage: python bench/time_to_answer.py [--models MobileNetV2] [--formats h5,keras,savedmodel,tflite]
            [--cache warm,cold-model] [--repeats 5] [--auto] [--out DIR] [--analyse]
+       python bench/time_to_answer.py --floor RUN_DIR
 """
 
 from __future__ import annotations
@@ -92,6 +97,47 @@ def trial_seconds(records: list[dict[str, Any]]) -> dict[tuple[str, str, str, st
     return {key: statistics.mean(values) for key, values in spent.items()}
 
 
+def trial_work_s(trial: dict[str, Any], inference_runs: int) -> float:
+    """Seconds an ok trial spent on what it measures after the import: the load, the first
+    inference and the steady calls. Forking spares the import and the process start, not this."""
+    steady = inference_runs * (trial["inference_s"] or 0.0)
+    return trial["load_s"] + trial["first_inference_s"] + steady
+
+
+def own_work_s(records: list[dict[str, Any]]) -> float:
+    """The own work of every ok trial of a run: where it is over half a fresh run's wall, no
+    process mode halves that run with as many trials."""
+    (plan,) = of_kind(records, "plan")
+    trials = [r for r in of_kind(records, "trial") if r["status"] == "ok"]
+    return sum(trial_work_s(r, plan["inference_runs"]) for r in trials)
+
+
+def floor(run_dir: Path) -> None:
+    """Per environment of a `matrix run`, the own work of one round (the sum of its cells'
+    median own work over measured trials) and what that comes to at the run's repeats and at
+    precision.MIN_REPEATS: a lower bound on the run's time however its processes start."""
+    paths = sorted(run_dir.glob("*.jsonl"))
+    if not paths:
+        sys.exit(f"--floor: no environment records (*.jsonl) in {run_dir}")
+    total = 0.0
+    for path in paths:
+        records = [json.loads(line) for line in path.read_text().splitlines()]
+        (plan,) = of_kind(records, "plan")
+        work: dict[tuple[str, str, str], list[float]] = {}
+        for r in of_kind(records, "trial"):
+            if r["status"] == "ok" and r["phase"] == "measure" and r["process"] != "reused":
+                cell = (r["model"], r["format"], r["cache_mode"])
+                work.setdefault(cell, []).append(trial_work_s(r, plan["inference_runs"]))
+        round_s = sum(statistics.median(seconds) for seconds in work.values())
+        total += round_s
+        print(f"{path.stem}: {len(work)} cells, own work {round_s:.1f} s a round")
+    repeats = plan["repeats"]
+    at = [(f"{repeats} repeats (the run's)", repeats)] if isinstance(repeats, int) else []
+    at.append((f"{precision.MIN_REPEATS} (a median's 95 % interval)", precision.MIN_REPEATS))
+    for label, n in at:
+        print(f"all: {total:.1f} s a round; at {label}: {n * total / 60:.1f} min")
+
+
 def precision_text(samples: list[float]) -> str:
     half = precision.relative_half_width(samples)
     return f"±{half:.0%}" if half is not None else "n<6"
@@ -106,7 +152,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--auto", action="store_true", help="also run with --repeats auto")
     parser.add_argument("--out", default="", help="keep the runs here (default: a temp folder)")
     parser.add_argument("--analyse", action="store_true", help="only print --out's comparison")
+    parser.add_argument("--floor", type=Path, help="only print a matrix run's own-work floor")
     args = parser.parse_args(argv)
+    if args.floor:
+        floor(args.floor)
+        return 0
     out = Path(args.out or tempfile.mkdtemp(prefix="time-to-answer-"))
     if not args.analyse:
         harness = out / "code"
@@ -146,6 +196,11 @@ def analyse(out: Path) -> None:
                 f"          fork check {check['verdict']} over {check.get('pairs')} pairs: "
                 f"fresh / forked − 1 = {check.get('change')}, 95 % interval {interval}"
             )
+    floor_s = own_work_s(fixed)
+    print(
+        f"the fixed run's trials' own work (load + first inference + steady calls), which no "
+        f"process mode spares: {floor_s:.1f} s = {floor_s / wall['fixed']:.2f} of its wall"
+    )
     base = cells(fixed)
     for name in (n for n in found if n != "fixed"):
         compare(name, base, cells(found[name]), found[name])
