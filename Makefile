@@ -7,18 +7,26 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test lint bench clean docker-ready systemd-analyze-ready registry-ready
+.PHONY: run test lint bench clean integration-ready docker-ready systemd-analyze-ready registry-ready
 
 run: $(STAMP)
 	$(BIN)/matrix run --backend venv
 
-test: $(STAMP) docker-ready systemd-analyze-ready registry-ready
-	tests/ensure-chromium.sh
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
-	$(BIN)/mypy
-	$(BIN)/python -m pytest -q tests/unit
+# Lint, types and unit tests need none of the integration tests' parts (Docker engine and base
+# images, systemd-analyze, a registry, Chromium), so those are made ready meanwhile: on a fresh
+# machine that is apt, debootstrap and downloads, mostly waiting on the network.
+READY_LOG := $(VENV)/integration-ready.log
+test: $(STAMP)
+	$(MAKE) --no-print-directory integration-ready >$(READY_LOG) 2>&1 & ready=$$!; \
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy && \
+	  $(BIN)/python -m pytest -q tests/unit; checked=$$?; \
+	wait $$ready; made=$$?; cat $(READY_LOG); \
+	[ $$made = 0 ] || { echo "make: integration-ready failed (above)" >&2; exit $$made; }; \
+	exit $$checked
 	$(BIN)/python -m pytest -q tests/integration
+
+integration-ready: docker-ready systemd-analyze-ready registry-ready
+	tests/ensure-chromium.sh
 
 # The container tests need an engine and the locally built Debian base images (no registry):
 # bookworm (Python 3.11) for most, bullseye (3.9) for the four-TF sweep's TF 2.5.
