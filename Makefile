@@ -7,26 +7,28 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test lint bench clean integration-ready docker-ready systemd-analyze-ready registry-ready
+.PHONY: run test checks lint bench clean integration-ready docker-ready systemd-analyze-ready registry-ready
 
 run: $(STAMP)
 	$(BIN)/matrix run --backend venv
 
 # Lint, types and unit tests need none of the integration tests' parts (Docker engine and base
 # images, systemd-analyze, a registry, Chromium), so those are made ready meanwhile: on a fresh
-# machine that is apt, debootstrap and downloads, mostly waiting on the network.
-READY_LOG := $(VENV)/integration-ready.log
+# machine that is apt, debootstrap and downloads, mostly waiting on the network. Both in the
+# foreground (Ctrl-C stops both); the integration tests start once both have succeeded.
 test: $(STAMP)
-	$(MAKE) --no-print-directory integration-ready >$(READY_LOG) 2>&1 & ready=$$!; \
-	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy && \
-	  $(BIN)/python -m pytest -q tests/unit; checked=$$?; \
-	wait $$ready; made=$$?; cat $(READY_LOG); \
-	[ $$made = 0 ] || { echo "make: integration-ready failed (above)" >&2; exit $$made; }; \
-	exit $$checked
+	+$(MAKE) --no-print-directory -j2 --output-sync=target checks integration-ready
 	$(BIN)/python -m pytest -q tests/integration
 
+checks: lint
+	$(BIN)/python -m pytest -q tests/unit
+
+# One after the other, also under test's -j2 (the order-only prerequisites): each may run
+# apt-get, which takes dpkg's lock.
 integration-ready: docker-ready systemd-analyze-ready registry-ready
 	tests/ensure-chromium.sh
+systemd-analyze-ready: | docker-ready
+registry-ready: | systemd-analyze-ready
 
 # The container tests need an engine and the locally built Debian base images (no registry):
 # bookworm (Python 3.11) for most, bullseye (3.9) for the four-TF sweep's TF 2.5.

@@ -115,13 +115,17 @@ def own_work_s(records: list[dict[str, Any]]) -> float:
 def floor(run_dir: Path) -> None:
     """Per environment of a `matrix run`, the own work of one round (the sum of its cells'
     median own work over measured trials) and what that comes to at the run's repeats and at
-    precision.MIN_REPEATS: a lower bound on the run's time however its processes start."""
+    precision.MIN_REPEATS, at the cells' medians: the model work a run of the same cells does
+    however its processes start."""
     paths = sorted(run_dir.glob("*.jsonl"))
     if not paths:
         sys.exit(f"--floor: no environment records (*.jsonl) in {run_dir}")
-    total = 0.0
+    total, plan = 0.0, None
     for path in paths:
         records = [json.loads(line) for line in path.read_text().splitlines()]
+        if not of_kind(records, "plan"):  # an environment that failed before measuring
+            print(f"{path.stem}: no plan record (the environment failed), left out")
+            continue
         (plan,) = of_kind(records, "plan")
         work: dict[tuple[str, str, str], list[float]] = {}
         for r in of_kind(records, "trial"):
@@ -131,6 +135,8 @@ def floor(run_dir: Path) -> None:
         round_s = sum(statistics.median(seconds) for seconds in work.values())
         total += round_s
         print(f"{path.stem}: {len(work)} cells, own work {round_s:.1f} s a round")
+    if plan is None:
+        sys.exit(f"--floor: no environment of {run_dir} was measured")
     repeats = plan["repeats"]
     at = [(f"{repeats} repeats (the run's)", repeats)] if isinstance(repeats, int) else []
     at.append((f"{precision.MIN_REPEATS} (a median's 95 % interval)", precision.MIN_REPEATS))

@@ -10,6 +10,7 @@ other systems get nothing armed, and the stop on Ctrl-C or SIGTERM still applies
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -52,5 +53,6 @@ def leave(code: int) -> NoReturn:
     Callers have closed what they wrote (results, events, artifacts); only stdio is flushed.
     """
     for stream in (sys.stdout, sys.stderr):
-        stream.flush()
+        with contextlib.suppress(Exception):  # a closed pipe or no stream: exit all the same
+            stream.flush()
     os._exit(code)

@@ -503,29 +503,28 @@ class Run:
             return ""
         return what.format(", ".join(f"{n} {r:.1%} resident" for n, r in stayed.items()))
 
-    def _prepare_artifact(self, mode: str, files: list[str]) -> tuple[str, float, str]:
-        """Put the artifact in the claimed cache state and prove it.
-
-        Returns (eviction method, resident fraction, reason the trial is invalid or "").
-        """
+    def _put_artifact(self, mode: str, files: list[str]) -> str:
+        """Put the artifact in the cache state `mode` claims; returns the eviction method."""
         if mode == "cold" and self.drop_via == "host":
             hostcalls.call_host("drop", HOST_DROP_TIMEOUT_S)
-            method = "host-drop_caches"
-        elif mode == "cold":
+            return "host-drop_caches"
+        if mode == "cold":
             cache.drop_all_caches()
-            method = "drop_caches"
-        elif mode == "cold-model":
+            return "drop_caches"
+        if mode == "cold-model":
             cache.evict(files)
-            method = "fadvise"
-        else:
-            cache.read_all(files)
-            method = "read"
-        resident = cache.residency(files)
+            return "fadvise"
+        cache.read_all(files)
+        return "read"
+
+    @staticmethod
+    def _artifact_invalid(mode: str, resident: float) -> str:
+        """The reason the artifact's measured residency belies `mode`, or ""."""
         if mode != "warm" and resident > cache.COLD_MAX_RESIDENT:
-            return method, resident, f"eviction did not take: {resident:.1%} of it resident"
+            return f"eviction did not take: {resident:.1%} of it resident"
         if mode == "warm" and resident < cache.WARM_MIN_RESIDENT:
-            return method, resident, f"warm read did not stay cached: {resident:.1%} resident"
-        return method, resident, ""
+            return f"warm read did not stay cached: {resident:.1%} resident"
+        return ""
 
     @staticmethod
     def _cold_load_unread(mode: str, target: str, files: list[str], read: int | None) -> str:
@@ -640,14 +639,14 @@ class Run:
         because bench/harness_overhead.py prepares its bare loads exactly this way.
         """
         libs = self._libs(target)
+        method = self._put_artifact(mode, files)
         # Only `cold` times a cold import: every other trial starts with the libraries read in,
         # so none inherits the last one's state; a forked one too, as pages its zygote mapped
         # but never touched may have left the cache.
-        if mode != "cold":
-            by_package = {name: cache.read_in(lib_files) for name, lib_files in libs.items()}
-        method, resident, invalid = self._prepare_artifact(mode, files)
-        if mode == "cold":  # measured after the drop
-            by_package = {name: cache.residency(lib_files) for name, lib_files in libs.items()}
+        measure = cache.residency if mode == "cold" else cache.read_in
+        by_package = {name: measure(lib_files) for name, lib_files in libs.items()}
+        resident = cache.residency(files)  # last: reading the libraries may have evicted it
+        invalid = self._artifact_invalid(mode, resident)
         libs_invalid = self._check_libs(mode, by_package)
         sizes = {name: cache.page_count(lib_files) for name, lib_files in libs.items()}
         proof = {

@@ -58,7 +58,7 @@ def _child(
         os.dup2(null, 0)
         code = trial_worker.main(request["argv"], imported)
     finally:
-        os._exit(code)
+        leave(code)
 
 
 def serve(target: str) -> int:
@@ -72,6 +72,8 @@ def serve(target: str) -> int:
     arm = die_with_parent()
     for line in sys.stdin:
         request = json.loads(line)
+        sys.stdout.flush()  # else each child would write the zygote's buffered output again
+        sys.stderr.flush()
         pid = os.fork()
         if pid == 0:
             _child(request, imported, channel, arm)
