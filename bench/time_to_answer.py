@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -68,14 +69,19 @@ def of_kind(records: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     return [r for r in records if r["kind"] == kind]
 
 
+def measured(records: list[dict[str, Any]]) -> Iterator[tuple[Cell, dict[str, Any]]]:
+    """Each ok measured trial of a fresh or forked process, with its cell."""
+    for r in of_kind(records, "trial"):
+        if r["status"] == "ok" and r["phase"] == "measure" and r["process"] != "reused":
+            yield (r["model"], r["format"], r["cache_mode"]), r
+
+
 def cells(records: list[dict[str, Any]]) -> dict[Cell, tuple[str, list[float]]]:
     """Per cell: the process its statistics come from (the one with more ok measured loads,
     as matrix.results.dataset.measured picks it) and those loads."""
     loads: dict[Cell, dict[str, list[float]]] = {}
-    for r in of_kind(records, "trial"):
-        if r["status"] == "ok" and r["phase"] == "measure" and r["process"] != "reused":
-            cell = (r["model"], r["format"], r["cache_mode"])
-            loads.setdefault(cell, {}).setdefault(r["process"], []).append(r["load_s"])
+    for cell, r in measured(records):
+        loads.setdefault(cell, {}).setdefault(r["process"], []).append(r["load_s"])
     return {
         cell: max(sorted(by_process.items()), key=lambda item: len(item[1]))
         for cell, by_process in loads.items()
@@ -127,11 +133,9 @@ def floor(run_dir: Path) -> None:
             print(f"{path.stem}: no plan record (the environment failed), left out")
             continue
         (plan,) = of_kind(records, "plan")
-        work: dict[tuple[str, str, str], list[float]] = {}
-        for r in of_kind(records, "trial"):
-            if r["status"] == "ok" and r["phase"] == "measure" and r["process"] != "reused":
-                cell = (r["model"], r["format"], r["cache_mode"])
-                work.setdefault(cell, []).append(trial_work_s(r, plan["inference_runs"]))
+        work: dict[Cell, list[float]] = {}
+        for cell, r in measured(records):
+            work.setdefault(cell, []).append(trial_work_s(r, plan["inference_runs"]))
         round_s = sum(statistics.median(seconds) for seconds in work.values())
         total += round_s
         print(f"{path.stem}: {len(work)} cells, own work {round_s:.1f} s a round")
